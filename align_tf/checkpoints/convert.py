@@ -1,0 +1,169 @@
+"""The weight table: every Keras variable <- its Hugging Face key and layout transform.
+
+Loading walks the table, checks every key and shape, and refuses to leave any variable
+unset; saving in HF layout walks the same table backwards.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Layout transforms, HF (PyTorch) -> Keras, and their inverses.
+TO_KERAS = {
+    "identity": lambda a: a,
+    "linear": lambda a: a.T,                                  # (out, in) -> (in, out)
+    "conv": lambda a: a.transpose(2, 3, 1, 0),                # (O, I, kh, kw) -> (kh, kw, I, O)
+    "depthwise": lambda a: a.transpose(2, 3, 0, 1),           # (C, 1, kh, kw) -> (kh, kw, C, 1)
+    "scalar": lambda a: a.reshape(()),
+}
+TO_HF = {
+    "identity": lambda a: a,
+    "linear": lambda a: a.T,
+    "conv": lambda a: a.transpose(3, 2, 0, 1),
+    "depthwise": lambda a: a.transpose(2, 3, 0, 1),
+    "scalar": lambda a: a.reshape(()),
+}
+
+# Buffers that HF checkpoints may carry and that hold no weights.
+IGNORED_SUFFIXES = ("num_batches_tracked", "embeddings.position_ids", "embeddings.token_type_ids")
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint's keys or shapes do not match the model."""
+
+    def __init__(self, missing, unexpected, mismatched, source=""):
+        self.missing, self.unexpected, self.mismatched = missing, unexpected, mismatched
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing key(s): " + ", ".join(
+                f"{k} {tuple(s)}" for k, s in missing[:20]) + (" ..." if len(missing) > 20 else ""))
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected key(s): " + ", ".join(
+                f"{k} {tuple(s)}" for k, s in unexpected[:20]) + (" ..." if len(unexpected) > 20 else ""))
+        if mismatched:
+            parts.append(f"{len(mismatched)} shape mismatch(es): " + ", ".join(
+                f"{k} checkpoint {tuple(c)} vs model {tuple(m)}" for k, c, m in mismatched[:20]))
+        where = f" in {source}" if source else ""
+        super().__init__(f"checkpoint does not match the model{where}; nothing was loaded. "
+                         + "; ".join(parts))
+
+
+def _bn(prefix, bn):
+    return [(f"{prefix}.weight", bn.gamma, "identity"), (f"{prefix}.bias", bn.beta, "identity"),
+            (f"{prefix}.running_mean", bn.moving_mean, "identity"),
+            (f"{prefix}.running_var", bn.moving_variance, "identity")]
+
+
+def _dense(prefix, dense, transform="linear"):
+    return [(f"{prefix}.weight", dense.kernel, transform), (f"{prefix}.bias", dense.bias, "identity")]
+
+
+def _layer_norm(prefix, ln):
+    return [(f"{prefix}.weight", ln.gamma, "identity"), (f"{prefix}.bias", ln.beta, "identity")]
+
+
+def vision_table(vision_model, prefix="vision_model.") -> list[tuple]:
+    """(HF key, Keras variable, transform) for every weight of `AlignVisionModel`."""
+    p = f"{prefix}embeddings"
+    emb = vision_model.embeddings
+    rows = [(f"{p}.convolution.weight", emb.convolution.kernel, "conv")] + _bn(f"{p}.batchnorm", emb.batchnorm)
+    for i, block in enumerate(vision_model.blocks):
+        b = f"{prefix}encoder.blocks.{i}"
+        if block.expand:
+            rows.append((f"{b}.expansion.expand_conv.weight", block.expand_conv.kernel, "conv"))
+            rows += _bn(f"{b}.expansion.expand_bn", block.expand_bn)
+        rows.append((f"{b}.depthwise_conv.depthwise_conv.weight", block.depthwise_conv.kernel, "depthwise"))
+        rows += _bn(f"{b}.depthwise_conv.depthwise_norm", block.depthwise_norm)
+        se = block.squeeze_excite
+        rows += _dense(f"{b}.squeeze_excite.reduce", se.reduce, "conv")
+        rows += _dense(f"{b}.squeeze_excite.expand", se.expand, "conv")
+        rows.append((f"{b}.projection.project_conv.weight", block.project_conv.kernel, "conv"))
+        rows += _bn(f"{b}.projection.project_bn", block.project_bn)
+    return rows
+
+
+def text_table(text_model, prefix="text_model.") -> list[tuple]:
+    """(HF key, Keras variable, transform) for every weight of `AlignTextModel` (BERT names)."""
+    e = text_model.embeddings
+    rows = [
+        (f"{prefix}embeddings.word_embeddings.weight", e.word_embeddings.embeddings, "identity"),
+        (f"{prefix}embeddings.position_embeddings.weight", e.position_embeddings.embeddings, "identity"),
+        (f"{prefix}embeddings.token_type_embeddings.weight", e.token_type_embeddings.embeddings, "identity"),
+    ] + _layer_norm(f"{prefix}embeddings.LayerNorm", e.LayerNorm)
+    for i, layer in enumerate(text_model.encoder_layers):
+        p = f"{prefix}encoder.layer.{i}"
+        rows += _dense(f"{p}.attention.self.query", layer.query)
+        rows += _dense(f"{p}.attention.self.key", layer.key)
+        rows += _dense(f"{p}.attention.self.value", layer.value)
+        rows += _dense(f"{p}.attention.output.dense", layer.attention_output_dense)
+        rows += _layer_norm(f"{p}.attention.output.LayerNorm", layer.attention_output_LayerNorm)
+        rows += _dense(f"{p}.intermediate.dense", layer.intermediate_dense)
+        rows += _dense(f"{p}.output.dense", layer.output_dense)
+        rows += _layer_norm(f"{p}.output.LayerNorm", layer.output_LayerNorm)
+    if text_model.pooler is not None:
+        rows += _dense(f"{prefix}pooler.dense", text_model.pooler)
+    return rows
+
+
+def align_table(model) -> list[tuple]:
+    """(HF key, Keras variable, transform) for every weight of `AlignModel`."""
+    return ([("temperature", model.temperature, "scalar")]
+            + _dense("text_projection", model.text_projection)
+            + text_table(model.text_model, "text_model.")
+            + vision_table(model.vision_model, "vision_model."))
+
+
+def weight_table(model, prefix=None) -> list[tuple]:
+    from align_tf.models.align import AlignModel
+    from align_tf.models.bert import AlignTextModel
+    from align_tf.models.efficientnet import AlignVisionModel
+
+    if not model.built:
+        model.build()
+    if isinstance(model, AlignModel):
+        return align_table(model)
+    if isinstance(model, AlignTextModel):
+        return text_table(model, "" if prefix is None else prefix)
+    if isinstance(model, AlignVisionModel):
+        return vision_table(model, "" if prefix is None else prefix)
+    raise TypeError(f"no weight table for {type(model).__name__}")
+
+
+def _ignored(key: str) -> bool:
+    return key.endswith(IGNORED_SUFFIXES)
+
+
+def assign_state_dict(model, state: dict[str, np.ndarray], prefix: str = "", source: str = "") -> int:
+    """Set every variable of `model` from `state` (HF keys). Strict: any missing key, extra
+    key under `prefix` (weightless buffers aside) or shape mismatch raises
+    `CheckpointMismatchError` before any variable is changed. Keys outside `prefix` (the other
+    tower of a joint checkpoint, task heads) are not this model's. Returns the count assigned."""
+    table = weight_table(model, prefix)
+    missing, mismatched, values = [], [], []
+    for key, variable, transform in table:
+        if key not in state:
+            missing.append((key, TO_HF[transform](np.zeros(variable.shape)).shape))
+            continue
+        array = TO_KERAS[transform](np.asarray(state[key]))
+        if tuple(array.shape) != tuple(variable.shape):
+            mismatched.append((key, np.asarray(state[key]).shape,
+                               TO_HF[transform](np.zeros(variable.shape)).shape))
+            continue
+        values.append((variable, array))
+    used = {key for key, _, _ in table}
+    unexpected = [(k, np.shape(v)) for k, v in state.items()
+                  if k.startswith(prefix) and k not in used and not _ignored(k)
+                  and not (k.startswith(prefix + "pooler.") and getattr(model, "pooler", 0) is None)]
+    if missing or unexpected or mismatched:
+        raise CheckpointMismatchError(missing, unexpected, mismatched, source)
+    for variable, array in values:
+        variable.assign(array.astype(variable.dtype))
+    return len(values)
+
+
+def export_state_dict(model, prefix=None) -> dict[str, np.ndarray]:
+    """{HF key: array in PyTorch layout} for every variable of `model`."""
+    out = {}
+    for key, variable, transform in weight_table(model, prefix):
+        out[key] = np.ascontiguousarray(TO_HF[transform](np.asarray(variable.numpy()))).astype(np.float32)
+    return out

@@ -1,0 +1,330 @@
+"""ALIGN configurations with Hugging Face field names; defaults equal `kakaobrain/align-base`."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from typing import Any
+
+CONFIG_NAME = "config.json"
+
+
+class _ConfigBase:
+    """Shared behaviour: dict / JSON round-trips that keep unknown HF fields untouched."""
+
+    model_type: str = ""
+    _fields: tuple[str, ...] = ()
+
+    def __init__(self, **extra: Any):
+        # Fields that HF writes but the model never reads (torch_dtype, transformers_version,
+        # id2label, ...) are kept so that a config read from HF is written back unchanged.
+        self.extra = {k: v for k, v in extra.items() if k != "model_type"}
+
+    def to_dict(self) -> dict:
+        out = dict(self.extra)
+        out.update({name: copy.deepcopy(getattr(self, name)) for name in self._fields})
+        out["model_type"] = self.model_type
+        return out
+
+    def get_config(self) -> dict:
+        return self.to_dict()
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        return cls(**data)
+
+    @classmethod
+    def from_config(cls, data: dict):
+        return cls.from_dict(data)
+
+    def to_json_string(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    def to_json_file(self, path: str) -> None:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(self.to_json_string())
+
+    @classmethod
+    def from_json_file(cls, path: str):
+        with open(path, encoding="utf-8") as f:
+            return cls.from_dict(json.load(f))
+
+    def save_pretrained(self, directory: str) -> str:
+        os.makedirs(directory, exist_ok=True)
+        path = os.path.join(directory, CONFIG_NAME)
+        self.to_json_file(path)
+        return path
+
+    @classmethod
+    def from_pretrained(cls, path: str):
+        if os.path.isdir(path):
+            path = os.path.join(path, CONFIG_NAME)
+        return cls.from_json_file(path)
+
+    def __eq__(self, other) -> bool:
+        return type(self) is type(other) and self.to_dict() == other.to_dict()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__} {self.to_json_string()}"
+
+
+def _positive(name: str, value, allow_zero: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = ok and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        expected = "a non-negative number" if allow_zero else "a positive number"
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
+
+
+def _probability(name: str, value) -> None:
+    if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must be a probability in [0, 1), got {value!r}")
+
+
+class AlignTextConfig(_ConfigBase):
+    """BERT text tower. Also reads a plain HF `BertConfig` (model_type "bert")."""
+
+    model_type = "align_text_model"
+    _fields = (
+        "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+        "intermediate_size", "hidden_act", "hidden_dropout_prob", "attention_probs_dropout_prob",
+        "max_position_embeddings", "type_vocab_size", "initializer_range", "layer_norm_eps",
+        "pad_token_id", "position_embedding_type",
+    )
+
+    def __init__(
+        self,
+        vocab_size: int = 30522,
+        hidden_size: int = 768,
+        num_hidden_layers: int = 12,
+        num_attention_heads: int = 12,
+        intermediate_size: int = 3072,
+        hidden_act: str = "gelu",
+        hidden_dropout_prob: float = 0.1,
+        attention_probs_dropout_prob: float = 0.1,
+        max_position_embeddings: int = 512,
+        type_vocab_size: int = 2,
+        initializer_range: float = 0.02,
+        layer_norm_eps: float = 1e-12,
+        pad_token_id: int = 0,
+        position_embedding_type: str = "absolute",
+        **extra: Any,
+    ):
+        super().__init__(**extra)
+        self.vocab_size = vocab_size
+        self.hidden_size = hidden_size
+        self.num_hidden_layers = num_hidden_layers
+        self.num_attention_heads = num_attention_heads
+        self.intermediate_size = intermediate_size
+        self.hidden_act = hidden_act
+        self.hidden_dropout_prob = hidden_dropout_prob
+        self.attention_probs_dropout_prob = attention_probs_dropout_prob
+        self.max_position_embeddings = max_position_embeddings
+        self.type_vocab_size = type_vocab_size
+        self.initializer_range = initializer_range
+        self.layer_norm_eps = layer_norm_eps
+        self.pad_token_id = pad_token_id
+        self.position_embedding_type = position_embedding_type
+        self.validate()
+
+    def validate(self) -> None:
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                     "intermediate_size", "max_position_embeddings", "type_vocab_size",
+                     "layer_norm_eps", "initializer_range"):
+            _positive(name, getattr(self, name))
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            _probability(name, getattr(self, name))
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
+                f"({self.num_attention_heads})"
+            )
+        if self.hidden_act not in ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "swish", "silu"):
+            raise ValueError(f"hidden_act {self.hidden_act!r} is not supported")
+        if self.position_embedding_type != "absolute":
+            raise ValueError(
+                f"position_embedding_type must be 'absolute', got {self.position_embedding_type!r}"
+            )
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+
+class AlignVisionConfig(_ConfigBase):
+    """EfficientNet image tower (B7 trunk for align-base)."""
+
+    model_type = "align_vision_model"
+    _fields = (
+        "num_channels", "image_size", "width_coefficient", "depth_coefficient", "depth_divisor",
+        "kernel_sizes", "in_channels", "out_channels", "depthwise_padding", "strides",
+        "num_block_repeats", "expand_ratios", "squeeze_expansion_ratio", "hidden_act",
+        "hidden_dim", "pooling_type", "initializer_range", "batch_norm_eps",
+        "batch_norm_momentum", "drop_connect_rate",
+    )
+    _list_fields = ("kernel_sizes", "in_channels", "out_channels", "strides",
+                    "num_block_repeats", "expand_ratios")
+
+    def __init__(
+        self,
+        num_channels: int = 3,
+        image_size: int = 289,
+        width_coefficient: float = 2.0,
+        depth_coefficient: float = 3.1,
+        depth_divisor: int = 8,
+        kernel_sizes: list[int] = (3, 3, 5, 3, 5, 5, 3),
+        in_channels: list[int] = (32, 16, 24, 40, 80, 112, 192),
+        out_channels: list[int] = (16, 24, 40, 80, 112, 192, 320),
+        depthwise_padding: list[int] = (),
+        strides: list[int] = (1, 2, 2, 2, 1, 2, 1),
+        num_block_repeats: list[int] = (1, 2, 2, 3, 3, 4, 1),
+        expand_ratios: list[int] = (1, 6, 6, 6, 6, 6, 6),
+        squeeze_expansion_ratio: float = 0.25,
+        hidden_act: str = "swish",
+        hidden_dim: int = 640,
+        pooling_type: str = "mean",
+        initializer_range: float = 0.02,
+        batch_norm_eps: float = 1e-3,
+        batch_norm_momentum: float = 0.99,
+        drop_connect_rate: float = 0.2,
+        **extra: Any,
+    ):
+        super().__init__(**extra)
+        self.num_channels = num_channels
+        self.image_size = image_size
+        self.width_coefficient = width_coefficient
+        self.depth_coefficient = depth_coefficient
+        self.depth_divisor = depth_divisor
+        self.kernel_sizes = list(kernel_sizes)
+        self.in_channels = list(in_channels)
+        self.out_channels = list(out_channels)
+        self.depthwise_padding = list(depthwise_padding)
+        self.strides = list(strides)
+        self.num_block_repeats = list(num_block_repeats)
+        self.expand_ratios = list(expand_ratios)
+        self.squeeze_expansion_ratio = squeeze_expansion_ratio
+        self.hidden_act = hidden_act
+        self.hidden_dim = hidden_dim
+        self.pooling_type = pooling_type
+        self.initializer_range = initializer_range
+        self.batch_norm_eps = batch_norm_eps
+        self.batch_norm_momentum = batch_norm_momentum
+        self.drop_connect_rate = drop_connect_rate
+        self.validate()
+
+    def validate(self) -> None:
+        for name in ("num_channels", "image_size", "width_coefficient", "depth_coefficient",
+                     "depth_divisor", "squeeze_expansion_ratio", "batch_norm_eps",
+                     "initializer_range", "hidden_dim"):
+            _positive(name, getattr(self, name))
+        _probability("drop_connect_rate", self.drop_connect_rate)
+        _probability("batch_norm_momentum", self.batch_norm_momentum)
+        lengths = {name: len(getattr(self, name)) for name in self._list_fields}
+        if len(set(lengths.values())) != 1:
+            raise ValueError(
+                "kernel_sizes, in_channels, out_channels, strides, num_block_repeats and "
+                f"expand_ratios must have the same length, got {lengths}"
+            )
+        if not lengths["kernel_sizes"]:
+            raise ValueError("kernel_sizes (and the other per-stage lists) must not be empty")
+        for name in self._list_fields:
+            for i, value in enumerate(getattr(self, name)):
+                _positive(f"{name}[{i}]", value)
+        for i, s in enumerate(self.strides):
+            if s not in (1, 2):
+                raise ValueError(f"strides[{i}] must be 1 or 2, got {s}")
+        if self.pooling_type not in ("mean", "max"):
+            raise ValueError(f"pooling_type must be 'mean' or 'max', got {self.pooling_type!r}")
+        if self.hidden_act not in ("swish", "silu", "relu", "gelu"):
+            raise ValueError(f"hidden_act {self.hidden_act!r} is not supported")
+
+    def round_filters(self, num_channels: int) -> int:
+        """Channel count scaled by the width coefficient, rounded as EfficientNet does."""
+        divisor = self.depth_divisor
+        scaled = num_channels * self.width_coefficient
+        new_dim = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+        if new_dim < 0.9 * scaled:
+            new_dim += divisor
+        return int(new_dim)
+
+    def round_repeats(self, repeats: int) -> int:
+        import math
+
+        return int(math.ceil(self.depth_coefficient * repeats))
+
+    @property
+    def num_blocks(self) -> int:
+        return sum(self.round_repeats(n) for n in self.num_block_repeats)
+
+    @property
+    def output_channels(self) -> int:
+        return self.round_filters(self.out_channels[-1])
+
+
+class AlignConfig(_ConfigBase):
+    """The joint model: both towers, the text projection and the temperature."""
+
+    model_type = "align"
+    _fields = ("projection_dim", "temperature_init_value", "initializer_range")
+
+    def __init__(
+        self,
+        text_config: AlignTextConfig | dict | None = None,
+        vision_config: AlignVisionConfig | dict | None = None,
+        projection_dim: int = 640,
+        temperature_init_value: float = 1.0,
+        initializer_range: float = 0.02,
+        **extra: Any,
+    ):
+        super().__init__(**extra)
+        if text_config is None:
+            text_config = AlignTextConfig()
+        elif isinstance(text_config, dict):
+            text_config = AlignTextConfig.from_dict(text_config)
+        if vision_config is None:
+            vision_config = AlignVisionConfig()
+        elif isinstance(vision_config, dict):
+            vision_config = AlignVisionConfig.from_dict(vision_config)
+        self.text_config = text_config
+        self.vision_config = vision_config
+        self.projection_dim = projection_dim
+        self.temperature_init_value = temperature_init_value
+        self.initializer_range = initializer_range
+        _positive("projection_dim", projection_dim)
+        _positive("temperature_init_value", temperature_init_value)
+        if vision_config.output_channels != projection_dim:
+            # The image embedding is the pooled trunk output: it has no projection, so its
+            # width must equal the text projection's for the dot product to exist.
+            raise ValueError(
+                f"projection_dim ({projection_dim}) must equal the vision tower's output width "
+                f"({vision_config.output_channels} = round_filters(out_channels[-1]))"
+            )
+
+    def to_dict(self) -> dict:
+        out = super().to_dict()
+        out["text_config"] = self.text_config.to_dict()
+        out["vision_config"] = self.vision_config.to_dict()
+        return out
+
+    @classmethod
+    def from_text_vision_configs(cls, text_config, vision_config, **kwargs):
+        return cls(text_config=text_config, vision_config=vision_config, **kwargs)
+
+
+def load_config(path: str):
+    """Read any config.json we understand: align, align_text_model / bert, align_vision_model."""
+    if os.path.isdir(path):
+        path = os.path.join(path, CONFIG_NAME)
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    model_type = data.get("model_type", "align")
+    if model_type == "align":
+        return AlignConfig.from_dict(data)
+    if model_type in ("align_text_model", "bert"):
+        return AlignTextConfig.from_dict(data)
+    if model_type == "align_vision_model":
+        return AlignVisionConfig.from_dict(data)
+    raise ValueError(
+        f"{path}: model_type {model_type!r} is not an ALIGN, ALIGN text/vision or BERT config"
+    )

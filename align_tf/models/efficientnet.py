@@ -1,0 +1,271 @@
+"""The image tower: the EfficientNet trunk exactly as the reference ALIGN builds it (no top conv)."""
+
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+from align_tf.configuration import AlignVisionConfig
+from align_tf.models.pretrained import PretrainedMixin
+
+
+def _activation(name: str):
+    return {"swish": keras.activations.silu, "silu": keras.activations.silu,
+            "relu": keras.activations.relu, "gelu": keras.activations.gelu}[name]
+
+
+def _conv_initializer():
+    # EfficientNet's own initialiser (fan-out variance scaling) trains from scratch well;
+    # pretrained weights overwrite it anyway.
+    return keras.initializers.VarianceScaling(scale=2.0, mode="fan_out", distribution="truncated_normal")
+
+
+def stride2_padding(kernel_size: int, adjust: bool = True) -> tuple[tuple[int, int], tuple[int, int]]:
+    """((top, bottom), (left, right)) zero padding applied before a stride-2 `valid` conv.
+
+    The reference pads (k//2 - 1, k//2) on each axis ("adjusted"), not TF's "same" split,
+    which differs on odd input sizes.
+    """
+    half = kernel_size // 2
+    pad = (half - 1, half) if adjust else (half, half)
+    return (pad, pad)
+
+
+class AlignVisionEmbeddings(layers.Layer):
+    """Stem: pad (0, 1) bottom/right, 3x3 stride-2 valid conv, BatchNorm, activation."""
+
+    def __init__(self, out_dim, batch_norm_eps=1e-3, batch_norm_momentum=0.99,
+                 hidden_act="swish", **kwargs):
+        super().__init__(**kwargs)
+        self.out_dim = out_dim
+        self.batch_norm_eps = batch_norm_eps
+        self.batch_norm_momentum = batch_norm_momentum
+        self.hidden_act = hidden_act
+        self.padding = layers.ZeroPadding2D(((0, 1), (0, 1)), name="padding", dtype=self.dtype_policy)
+        self.convolution = layers.Conv2D(
+            out_dim, 3, strides=2, padding="valid", use_bias=False,
+            kernel_initializer=_conv_initializer(), name="convolution", dtype=self.dtype_policy,
+        )
+        self.batchnorm = layers.BatchNormalization(
+            epsilon=batch_norm_eps, momentum=batch_norm_momentum, name="batchnorm",
+            dtype=self.dtype_policy,
+        )
+        self.activation = _activation(hidden_act)
+
+    def build(self, input_shape):
+        self.convolution.build(input_shape)
+        self.batchnorm.build((None, None, None, self.out_dim))
+        self.built = True
+
+    def call(self, pixel_values, training=False):
+        x = self.convolution(self.padding(pixel_values))
+        return self.activation(self.batchnorm(x, training=training))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(out_dim=self.out_dim, batch_norm_eps=self.batch_norm_eps,
+                      batch_norm_momentum=self.batch_norm_momentum, hidden_act=self.hidden_act)
+        return config
+
+
+class AlignVisionSqueezeExcite(layers.Layer):
+    """Channel gating: global mean, 1x1 reduce (+act), 1x1 expand, sigmoid, multiply."""
+
+    def __init__(self, dim, dim_se, hidden_act="swish", **kwargs):
+        super().__init__(**kwargs)
+        self.dim = dim
+        self.dim_se = dim_se
+        self.hidden_act = hidden_act
+        self.reduce = layers.Conv2D(dim_se, 1, name="reduce", kernel_initializer=_conv_initializer(),
+                                    dtype=self.dtype_policy)
+        self.expand = layers.Conv2D(dim, 1, name="expand", kernel_initializer=_conv_initializer(),
+                                    dtype=self.dtype_policy)
+        self.activation = _activation(hidden_act)
+
+    def build(self, input_shape):
+        self.reduce.build((None, 1, 1, self.dim))
+        self.expand.build((None, 1, 1, self.dim_se))
+        self.built = True
+
+    def call(self, x):
+        s = ops.mean(x, axis=(1, 2), keepdims=True)
+        s = ops.sigmoid(self.expand(self.activation(self.reduce(s))))
+        return x * s
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(dim=self.dim, dim_se=self.dim_se, hidden_act=self.hidden_act)
+        return config
+
+
+class AlignVisionBlock(layers.Layer):
+    """MBConv: [expand 1x1] -> depthwise kxk -> squeeze-excite -> project 1x1 [-> drop-connect + residual]."""
+
+    def __init__(self, in_dim, out_dim, stride, kernel_size, expand_ratio, drop_rate,
+                 id_skip, adjust_padding=True, squeeze_expansion_ratio=0.25,
+                 batch_norm_eps=1e-3, batch_norm_momentum=0.99, hidden_act="swish", **kwargs):
+        super().__init__(**kwargs)
+        self.in_dim = in_dim
+        self.out_dim = out_dim
+        self.stride = stride
+        self.kernel_size = kernel_size
+        self.expand_ratio = expand_ratio
+        self.drop_rate = drop_rate
+        self.id_skip = id_skip
+        self.adjust_padding = adjust_padding
+        self.squeeze_expansion_ratio = squeeze_expansion_ratio
+        self.batch_norm_eps = batch_norm_eps
+        self.batch_norm_momentum = batch_norm_momentum
+        self.hidden_act = hidden_act
+
+        self.expand = expand_ratio != 1
+        self.hidden_dim = in_dim * expand_ratio if self.expand else in_dim
+        # The residual exists on every block that is not the first of its stage.
+        self.apply_residual = stride == 1 and not id_skip
+        self.activation = _activation(hidden_act)
+        bn = dict(epsilon=batch_norm_eps, momentum=batch_norm_momentum, dtype=self.dtype_policy)
+        if self.expand:
+            self.expand_conv = layers.Conv2D(
+                self.hidden_dim, 1, use_bias=False, kernel_initializer=_conv_initializer(),
+                name="expand_conv", dtype=self.dtype_policy,
+            )
+            self.expand_bn = layers.BatchNormalization(name="expand_bn", **bn)
+        if stride == 2:
+            self.depthwise_conv_pad = layers.ZeroPadding2D(
+                stride2_padding(kernel_size, adjust_padding), name="depthwise_conv_pad",
+                dtype=self.dtype_policy,
+            )
+        self.depthwise_conv = layers.DepthwiseConv2D(
+            kernel_size, strides=stride, padding="valid" if stride == 2 else "same",
+            use_bias=False, depthwise_initializer=_conv_initializer(),
+            name="depthwise_conv", dtype=self.dtype_policy,
+        )
+        self.depthwise_norm = layers.BatchNormalization(name="depthwise_norm", **bn)
+        # Squeeze-excite width comes from the block's input width, before expansion.
+        self.squeeze_excite = AlignVisionSqueezeExcite(
+            self.hidden_dim, max(1, int(in_dim * squeeze_expansion_ratio)), hidden_act,
+            name="squeeze_excite", dtype=self.dtype_policy,
+        )
+        self.project_conv = layers.Conv2D(
+            out_dim, 1, use_bias=False, kernel_initializer=_conv_initializer(),
+            name="project_conv", dtype=self.dtype_policy,
+        )
+        self.project_bn = layers.BatchNormalization(name="project_bn", **bn)
+        # Drop-connect: drop the whole residual branch per sample (noise shape [N, 1, 1, 1]).
+        self.drop_connect = layers.Dropout(drop_rate, noise_shape=(None, 1, 1, 1),
+                                           name="drop_connect", dtype=self.dtype_policy)
+
+    def build(self, input_shape):
+        if self.expand:
+            self.expand_conv.build((None, None, None, self.in_dim))
+            self.expand_bn.build((None, None, None, self.hidden_dim))
+        self.depthwise_conv.build((None, None, None, self.hidden_dim))
+        self.depthwise_norm.build((None, None, None, self.hidden_dim))
+        self.squeeze_excite.build((None, None, None, self.hidden_dim))
+        self.project_conv.build((None, None, None, self.hidden_dim))
+        self.project_bn.build((None, None, None, self.out_dim))
+        self.built = True
+
+    def call(self, inputs, training=False):
+        x = inputs
+        if self.expand:
+            x = self.activation(self.expand_bn(self.expand_conv(x), training=training))
+        if self.stride == 2:
+            x = self.depthwise_conv_pad(x)
+        x = self.activation(self.depthwise_norm(self.depthwise_conv(x), training=training))
+        x = self.squeeze_excite(x)
+        x = self.project_bn(self.project_conv(x), training=training)
+        if self.apply_residual:
+            if self.drop_rate > 0:
+                x = self.drop_connect(x, training=training)
+            x = x + inputs
+        return x
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            in_dim=self.in_dim, out_dim=self.out_dim, stride=self.stride,
+            kernel_size=self.kernel_size, expand_ratio=self.expand_ratio,
+            drop_rate=self.drop_rate, id_skip=self.id_skip, adjust_padding=self.adjust_padding,
+            squeeze_expansion_ratio=self.squeeze_expansion_ratio,
+            batch_norm_eps=self.batch_norm_eps, batch_norm_momentum=self.batch_norm_momentum,
+            hidden_act=self.hidden_act,
+        )
+        return config
+
+
+def block_arguments(config: AlignVisionConfig) -> list[dict]:
+    """Per-block constructor arguments, in order, as the reference encoder derives them."""
+    blocks = []
+    num_blocks = config.num_blocks
+    for stage in range(len(config.in_channels)):
+        stage_in = config.round_filters(config.in_channels[stage])
+        out_dim = config.round_filters(config.out_channels[stage])
+        for j in range(config.round_repeats(config.num_block_repeats[stage])):
+            index = len(blocks)
+            blocks.append(dict(
+                in_dim=stage_in if j == 0 else out_dim,
+                out_dim=out_dim,
+                stride=config.strides[stage] if j == 0 else 1,
+                kernel_size=config.kernel_sizes[stage],
+                expand_ratio=config.expand_ratios[stage],
+                drop_rate=config.drop_connect_rate * index / num_blocks,
+                id_skip=j == 0,
+                adjust_padding=index not in config.depthwise_padding,
+            ))
+    return blocks
+
+
+@keras.saving.register_keras_serializable(package="align_tf")
+class AlignVisionModel(PretrainedMixin, keras.Model):
+    """EfficientNet trunk. `call(pixel_values NHWC)` -> dict(last_hidden_state, pooler_output[, hidden_states])."""
+
+    config_class = AlignVisionConfig
+    checkpoint_prefix = "vision_model."
+
+    def __init__(self, config: AlignVisionConfig | dict | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if config is None:
+            config = AlignVisionConfig()
+        elif isinstance(config, dict):
+            config = AlignVisionConfig.from_dict(config)
+        self.config = config
+        common = dict(batch_norm_eps=config.batch_norm_eps,
+                      batch_norm_momentum=config.batch_norm_momentum,
+                      hidden_act=config.hidden_act, dtype=self.dtype_policy)
+        self.embeddings = AlignVisionEmbeddings(config.round_filters(32), name="embeddings", **common)
+        self.blocks = [
+            AlignVisionBlock(squeeze_expansion_ratio=config.squeeze_expansion_ratio,
+                             name=f"block_{i}", **args, **common)
+            for i, args in enumerate(block_arguments(config))
+        ]
+
+    def build(self, input_shape=None):
+        self.embeddings.build((None, None, None, self.config.num_channels))
+        for block in self.blocks:
+            block.build((None, None, None, block.in_dim))
+        self.built = True
+
+    def call(self, pixel_values, training=False, output_hidden_states=False):
+        if isinstance(pixel_values, dict):
+            pixel_values = pixel_values["pixel_values"]
+        x = self.embeddings(pixel_values, training=training)
+        hidden_states = [x]
+        for block in self.blocks:
+            x = block(x, training=training)
+            hidden_states.append(x)
+        if self.config.pooling_type == "mean":
+            pooled = ops.mean(x, axis=(1, 2))
+        else:
+            pooled = ops.max(x, axis=(1, 2))
+        outputs = {"last_hidden_state": x, "pooler_output": pooled}
+        if output_hidden_states:
+            outputs["hidden_states"] = tuple(hidden_states)
+        return outputs
+
+    def get_config(self):
+        return {"config": self.config.to_dict(), "name": self.name}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)

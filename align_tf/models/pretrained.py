@@ -1,0 +1,107 @@
+"""`from_pretrained` / `save_pretrained` shared by AlignModel and both towers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+KERAS_WEIGHTS_NAME = "model.weights.h5"
+# Tokenizer / preprocessor files carried along when a model is saved again.
+PROCESSOR_FILES = ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json",
+                   "preprocessor_config.json")
+
+
+class PretrainedMixin:
+    """Needs `config_class` and `checkpoint_prefix` (the model's key prefix inside a joint
+    ALIGN checkpoint: "text_model.", "vision_model." or "")."""
+
+    config_class = None
+    checkpoint_prefix = ""
+    source_folder: str | None = None
+
+    @classmethod
+    def _config_and_prefix(cls, folder: str):
+        from align_tf.configuration import AlignConfig, load_config
+
+        config = load_config(folder)
+        if isinstance(config, cls.config_class):
+            return config, ""
+        if isinstance(config, AlignConfig) and cls.checkpoint_prefix:
+            sub = config.text_config if cls.checkpoint_prefix == "text_model." else config.vision_config
+            if isinstance(sub, cls.config_class):
+                return sub, cls.checkpoint_prefix
+        raise ValueError(
+            f"{folder}: its config.json ({type(config).__name__}) cannot build a {cls.__name__}"
+        )
+
+    @classmethod
+    def from_pretrained(cls, name_or_path, revision: str | None = None, **kwargs):
+        """Load from an HF checkpoint folder, an align-tf folder, or a hub id. Strict: every
+        weight must come from the file with the right shape, or nothing loads."""
+        from align_tf.checkpoints.convert import assign_state_dict
+        from align_tf.checkpoints.hub import resolve_pretrained
+        from align_tf.checkpoints.state_dict import read_state_dict
+
+        folder = resolve_pretrained(name_or_path, revision=revision)
+        config, prefix = cls._config_and_prefix(folder)
+        model = cls(config, **kwargs)
+        model.build()
+        keras_weights = os.path.join(folder, KERAS_WEIGHTS_NAME)
+        if os.path.exists(keras_weights) and not prefix:
+            load_keras_weights_strict(model, keras_weights)
+        else:
+            state, source = read_state_dict(folder)
+            if not prefix and any(k.startswith("bert.") for k in state):
+                prefix = "bert."  # BERT task-head checkpoints (BertForMaskedLM, ...)
+            assign_state_dict(model, state, prefix=prefix, source=source)
+        model.source_folder = folder
+        return model
+
+    def save_pretrained(self, directory: str, format: str = "keras", processor=None) -> str:
+        """Write config.json and weights (`model.weights.h5`, or `model.safetensors` in HF layout
+        with format="hf"), plus the tokenizer / preprocessor files the model was loaded with
+        (or those of `processor`)."""
+        from align_tf.checkpoints.convert import export_state_dict
+
+        if format not in ("keras", "hf"):
+            raise ValueError(f"format must be 'keras' or 'hf', got {format!r}")
+        os.makedirs(directory, exist_ok=True)
+        if not self.built:
+            self.build()
+        config = self.config.to_dict()
+        if format == "hf":
+            from safetensors.numpy import save_file
+
+            config.setdefault("architectures", [type(self).__name__])
+            save_file(export_state_dict(self), os.path.join(directory, "model.safetensors"),
+                      metadata={"format": "pt"})
+        else:
+            self.save_weights(os.path.join(directory, KERAS_WEIGHTS_NAME))
+        self.config.__class__.from_dict(config).save_pretrained(directory)
+        if processor is not None:
+            processor.save_pretrained(directory)
+        elif self.source_folder and os.path.abspath(self.source_folder) != os.path.abspath(directory):
+            for name in PROCESSOR_FILES:
+                src = os.path.join(self.source_folder, name)
+                if os.path.exists(src):
+                    shutil.copyfile(src, os.path.join(directory, name))
+        return directory
+
+
+def load_keras_weights_strict(model, path: str) -> None:
+    """`model.load_weights`, but any variable the file does not set is an error."""
+    import warnings
+
+    import numpy as np
+
+    from align_tf.checkpoints.convert import CheckpointMismatchError
+
+    before = [np.array(v.numpy()) for v in model.weights]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.load_weights(path)
+    problems = [str(w.message) for w in caught if "load" in str(w.message).lower()
+                or "skip" in str(w.message).lower()]
+    if problems:
+        raise CheckpointMismatchError([], [], [], source=f"{path}: " + " | ".join(problems))
+    del before
