@@ -1,0 +1,374 @@
+"""Cross-modal search: an on-disk index of image embeddings, queried by text, image or both.
+
+Index folder layout (format "align-tf-embedding-index", version 1):
+
+    index.json          {"format", "version", "dim", "dtype" ("float32" | "float16"), "count",
+                         "normalized", "model", "shards": [{"file", "count"}, ...]}
+    embeddings-00000.npy  one .npy array [rows, dim] per shard, rows in index order
+    metadata.jsonl      one JSON object per row, in the same order ({"path": ...} for images)
+
+Exact search reads the shards memory-mapped and scores them in chunks, so memory is bounded by
+the chunk size, not the index size. `backend="faiss"` uses an HNSW inner-product index instead
+(faiss-cpu, optional), kept next to the shards as `faiss-hnsw.index`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+INDEX_FORMAT = "align-tf-embedding-index"
+INDEX_VERSION = 1
+MANIFEST = "index.json"
+METADATA = "metadata.jsonl"
+FAISS_FILE = "faiss-hnsw.index"
+DTYPES = ("float32", "float16")
+
+
+class IndexFormatError(ValueError):
+    """A folder is not a readable align-tf embedding index."""
+
+
+def l2_normalize(x, axis=-1):
+    x = np.asarray(x, np.float32)
+    norm = np.linalg.norm(x, axis=axis, keepdims=True)
+    return x / np.maximum(norm, 1e-12)
+
+
+def compose_query(image_embed, plus=(), minus=(), weight: float = 1.0):
+    """The paper's image+text query: image embedding + weight * (sum of `plus` text embeddings
+    - sum of `minus` ones), re-normalised. All inputs are [D] or [n, D] normalised embeddings."""
+    query = l2_normalize(image_embed).reshape(-1)
+    for embeds, sign in ((plus, 1.0), (minus, -1.0)):
+        embeds = np.asarray(embeds, np.float32).reshape(-1, query.shape[0])
+        if len(embeds):
+            query = query + sign * weight * l2_normalize(embeds).sum(axis=0)
+    return l2_normalize(query)
+
+
+def merge_top_k(best_scores, best_ids, scores, ids, k):
+    """Keep the k largest of (best, new) per row; rows stay unsorted until `sort_top_k`."""
+    scores = np.concatenate([best_scores, scores], axis=1)
+    ids = np.concatenate([best_ids, np.broadcast_to(ids, (len(scores), ids.shape[-1]))], axis=1)
+    if scores.shape[1] > k:
+        keep = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        scores = np.take_along_axis(scores, keep, axis=1)
+        ids = np.take_along_axis(ids, keep, axis=1)
+    return scores, ids
+
+
+def sort_top_k(scores, ids):
+    # Highest score first; equal scores by lower row id, so results are deterministic.
+    order = np.lexsort((ids, -scores), axis=1)
+    return np.take_along_axis(scores, order, axis=1), np.take_along_axis(ids, order, axis=1)
+
+
+def recall_at_k(approx_ids, exact_ids) -> float:
+    """Share of the exact top-k ids that the approximate top-k also returns."""
+    approx_ids, exact_ids = np.asarray(approx_ids), np.asarray(exact_ids)
+    found = sum(len(set(a) & set(e)) for a, e in zip(approx_ids, exact_ids))
+    return found / exact_ids.size
+
+
+class EmbeddingIndex:
+    """Embeddings (rows, in shards) plus one metadata dict per row.
+
+    Create one with `EmbeddingIndex.build(images, embedder, directory)` (resumable, batched,
+    constant memory), `EmbeddingIndex.from_embeddings(array, metadata)`, or
+    `EmbeddingIndex.load(directory)`. Query with `search(vectors)`, or with `query(text=...)`,
+    `query(image=...)`, `query(image=..., plus_text=..., minus_text=...)` given an embedder
+    (`align_tf.evaluation.Embedder`: a model and its processor).
+    """
+
+    def __init__(self, dim: int, dtype: str = "float32", normalized: bool = True,
+                 model: str | None = None, embedder=None):
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+        self.dim = int(dim)
+        self.dtype = dtype
+        self.normalized = normalized
+        self.model = model
+        self.embedder = embedder
+        self.shards: list[np.ndarray] = []
+        self.metadata: list[dict] = []
+        self.directory: str | None = None
+        self._faiss = None
+
+    def __len__(self):
+        return sum(len(s) for s in self.shards)
+
+    def __repr__(self):
+        return (f"EmbeddingIndex({len(self)} x {self.dim}, {self.dtype}, "
+                f"{len(self.shards)} shards, model={self.model!r})")
+
+    # -- building ------------------------------------------------------------------------
+    @classmethod
+    def from_embeddings(cls, embeddings, metadata=None, dtype: str = "float32",
+                        normalized: bool = True, model: str | None = None, embedder=None):
+        embeddings = np.asarray(embeddings)
+        index = cls(embeddings.shape[1], dtype, normalized, model, embedder)
+        index.add(embeddings, metadata)
+        return index
+
+    def add(self, embeddings, metadata=None):
+        embeddings = np.asarray(embeddings)
+        if embeddings.ndim != 2 or embeddings.shape[1] != self.dim:
+            raise ValueError(f"embeddings: expected [rows, {self.dim}], got {embeddings.shape}")
+        if metadata is None:
+            metadata = [{} for _ in range(len(embeddings))]
+        metadata = list(metadata)
+        if len(metadata) != len(embeddings):
+            raise ValueError(f"metadata: {len(metadata)} entries for {len(embeddings)} rows")
+        self.shards.append(embeddings.astype(self.dtype))
+        self.metadata.extend(metadata)
+        self._faiss = None
+
+    @classmethod
+    def build(cls, images, embedder, directory: str, dtype: str = "float32",
+              batch_size: int | None = None, shard_size: int = 4096, progress: bool = True,
+              model: str | None = None, metadata=None, resume: bool = True):
+        """Embed `images` (paths, or anything the processor takes with `metadata` given) into
+        `directory`, one shard file per `shard_size` images. Memory holds one shard at a time.
+        If `directory` already holds a partial build of the same image list, it continues
+        after the last complete shard (`resume=False` starts over)."""
+        images = list(images)
+        if metadata is None:
+            metadata = [{"path": str(p)} for p in images]
+        metadata = list(metadata)
+        if len(metadata) != len(images):
+            raise ValueError(f"metadata: {len(metadata)} entries for {len(images)} images")
+        os.makedirs(directory, exist_ok=True)
+        manifest_path = os.path.join(directory, MANIFEST)
+        if resume and os.path.exists(manifest_path):
+            index = cls.load(directory, embedder=embedder)
+            done = len(index)
+            if index.dtype != dtype:
+                raise IndexFormatError(f"{directory}: holds a {index.dtype} index; cannot "
+                                       f"resume it as {dtype} (use a new folder)")
+            if index.metadata != metadata[:done]:
+                raise IndexFormatError(
+                    f"{directory}: holds an index of other images ({done} rows, first "
+                    f"{index.metadata[:1]}); pass resume=False (--restart) or a new folder")
+        else:
+            for name in os.listdir(directory):
+                if name == MANIFEST or name == METADATA or name.startswith("embeddings-"):
+                    os.remove(os.path.join(directory, name))
+            index = cls(embedder.dim if hasattr(embedder, "dim") else 0, dtype, True, model,
+                        embedder)
+            index.directory = directory
+            done = 0
+        if model is not None:
+            index.model = model
+        bar = _progress_bar(len(images), "indexing images", progress, initial=done)
+        try:
+            for start in range(done, len(images), shard_size):
+                stop = min(start + shard_size, len(images))
+                embeds = embedder.embed_images(images[start:stop], batch_size=batch_size,
+                                               on_batch=bar.update if bar else None)
+                if not index.dim:
+                    index.dim = int(embeds.shape[1])
+                index._append_shard(embeds, metadata[start:stop])
+        finally:
+            if bar:
+                bar.close()
+        return index
+
+    def _append_shard(self, embeddings, metadata):
+        """Write one shard, then its metadata, then the manifest: the manifest is the commit
+        point, so an interrupted build resumes from the last shard it lists."""
+        number = len(self.shards)
+        name = f"embeddings-{number:05d}.npy"
+        path = os.path.join(self.directory, name)
+        np.save(path + ".tmp.npy", np.asarray(embeddings).astype(self.dtype))
+        os.replace(path + ".tmp.npy", path)
+        with open(os.path.join(self.directory, METADATA), "a", encoding="utf-8") as f:
+            for entry in metadata:
+                f.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        self.shards.append(np.load(path, mmap_mode="r"))
+        self.metadata.extend(metadata)
+        self._write_manifest()
+
+    # -- saving / loading ----------------------------------------------------------------
+    def _manifest(self):
+        return {"format": INDEX_FORMAT, "version": INDEX_VERSION, "dim": self.dim,
+                "dtype": self.dtype, "count": len(self), "normalized": self.normalized,
+                "model": self.model,
+                "shards": [{"file": f"embeddings-{i:05d}.npy", "count": len(s)}
+                           for i, s in enumerate(self.shards)]}
+
+    def _write_manifest(self):
+        path = os.path.join(self.directory, MANIFEST)
+        with open(path + ".tmp", "w", encoding="utf-8") as f:
+            json.dump(self._manifest(), f, indent=2)
+        os.replace(path + ".tmp", path)
+
+    def save(self, directory: str) -> str:
+        """Write the documented folder layout (shard by shard, so memory stays bounded)."""
+        os.makedirs(directory, exist_ok=True)
+        if self.directory and os.path.abspath(directory) == os.path.abspath(self.directory):
+            self._write_manifest()
+            return directory
+        for name in os.listdir(directory):
+            if name in (MANIFEST, METADATA, FAISS_FILE) or name.startswith("embeddings-"):
+                os.remove(os.path.join(directory, name))
+        shards, metadata = self.shards, self.metadata
+        self.shards, self.metadata, self.directory = [], [], directory
+        offset = 0
+        for shard in shards:
+            self._append_shard(shard, metadata[offset:offset + len(shard)])
+            offset += len(shard)
+        if not shards:
+            self._write_manifest()
+        return directory
+
+    @classmethod
+    def load(cls, directory: str, embedder=None, mmap: bool = True):
+        """Open an index folder; shards stay memory-mapped unless `mmap=False`."""
+        manifest_path = os.path.join(directory, MANIFEST)
+        if not os.path.exists(manifest_path):
+            raise IndexFormatError(f"{directory}: no {MANIFEST}; not an align-tf index folder")
+        with open(manifest_path, encoding="utf-8") as f:
+            manifest = json.load(f)
+        if manifest.get("format") != INDEX_FORMAT or manifest.get("version") != INDEX_VERSION:
+            raise IndexFormatError(
+                f"{manifest_path}: expected format {INDEX_FORMAT!r} version {INDEX_VERSION}, got "
+                f"{manifest.get('format')!r} version {manifest.get('version')!r}")
+        index = cls(manifest["dim"], manifest["dtype"], manifest.get("normalized", True),
+                    manifest.get("model"), embedder)
+        index.directory = directory
+        for shard in manifest["shards"]:
+            array = np.load(os.path.join(directory, shard["file"]), mmap_mode="r" if mmap else None)
+            if array.shape != (shard["count"], index.dim):
+                raise IndexFormatError(f"{directory}/{shard['file']}: shape {array.shape}, "
+                                       f"manifest says ({shard['count']}, {index.dim})")
+            index.shards.append(array)
+        count = manifest["count"]
+        # Lines past `count` belong to a shard whose build was interrupted: drop them.
+        metadata_path = os.path.join(directory, METADATA)
+        lines = []
+        if os.path.exists(metadata_path):
+            with open(metadata_path, encoding="utf-8") as f:
+                for line in f:
+                    if len(lines) == count:
+                        break
+                    lines.append(line)
+        if len(lines) != count:
+            raise IndexFormatError(f"{metadata_path}: {len(lines)} rows, manifest says {count}")
+        index.metadata = [json.loads(line) for line in lines]
+        if os.path.exists(metadata_path) and os.path.getsize(metadata_path) != sum(
+                len(line.encode("utf-8")) for line in lines):
+            with open(metadata_path, "w", encoding="utf-8") as f:
+                f.writelines(lines)
+        return index
+
+    # -- searching -----------------------------------------------------------------------
+    def vectors(self) -> np.ndarray:
+        """All rows as one float32 array in memory (for small indexes and checks)."""
+        if not self.shards:
+            return np.zeros((0, self.dim), np.float32)
+        return np.concatenate([np.asarray(s, np.float32) for s in self.shards])
+
+    def search(self, queries, k: int = 10, chunk_size: int = 65536, backend: str = "exact"):
+        """Top-k rows by dot product for each query: (scores [Q, k], ids [Q, k]), best first.
+        "exact" scores `chunk_size` rows at a time (float32 arithmetic for float16 storage)."""
+        queries = np.asarray(queries, np.float32)
+        single = queries.ndim == 1
+        queries = queries.reshape(-1, self.dim)
+        k = min(int(k), len(self))
+        if backend == "faiss":
+            scores, ids = self._faiss_index().search(np.ascontiguousarray(queries), k)
+        elif backend == "exact":
+            scores, ids = self._exact_search(queries, k, chunk_size)
+        else:
+            raise ValueError(f"backend must be 'exact' or 'faiss', got {backend!r}")
+        return (scores[0], ids[0]) if single else (scores, ids)
+
+    def _exact_search(self, queries, k, chunk_size):
+        best_scores = np.full((len(queries), 0), -np.inf, np.float32)
+        best_ids = np.zeros((len(queries), 0), np.int64)
+        offset = 0
+        for shard in self.shards:
+            for start in range(0, len(shard), chunk_size):
+                chunk = np.asarray(shard[start:start + chunk_size], np.float32)
+                scores = queries @ chunk.T
+                ids = np.arange(offset + start, offset + start + len(chunk))[None, :]
+                best_scores, best_ids = merge_top_k(best_scores, best_ids, scores, ids, k)
+                del chunk, scores
+            offset += len(shard)
+        return sort_top_k(best_scores, best_ids)
+
+    def _faiss_index(self, m: int = 32, ef_search: int = 128):
+        try:
+            import faiss
+        except ImportError as e:
+            raise ImportError("backend='faiss' needs faiss: pip install faiss-cpu "
+                              "(or align-tf[search])") from e
+        if self._faiss is not None:
+            return self._faiss
+        path = os.path.join(self.directory, FAISS_FILE) if self.directory else None
+        if path and os.path.exists(path):
+            index = faiss.read_index(path)
+            if index.ntotal != len(self):
+                index = None
+        else:
+            index = None
+        if index is None:
+            index = faiss.IndexHNSWFlat(self.dim, m, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction = 80
+            for shard in self.shards:
+                index.add(np.ascontiguousarray(shard, np.float32))
+            if path:
+                faiss.write_index(index, path)
+        index.hnsw.efSearch = ef_search
+        self._faiss = index
+        return index
+
+    def approximate_recall(self, queries, k: int = 10) -> float:
+        """recall@k of the faiss backend against exact search, for these queries."""
+        _, exact = self.search(queries, k, backend="exact")
+        _, approx = self.search(queries, k, backend="faiss")
+        return recall_at_k(approx, exact)
+
+    # -- queries by text / image ---------------------------------------------------------
+    def query(self, text=None, image=None, plus_text=(), minus_text=(), weight: float = 1.0,
+              k: int = 10, backend: str = "exact", embedder=None):
+        """Top-k hits for one query: a text, an image, or an image with texts added
+        (`plus_text`) and subtracted (`minus_text`). Returns a list of dicts
+        `{"rank", "score", "id", **metadata}`, best first."""
+        embedder = embedder or self.embedder
+        if embedder is None:
+            raise ValueError("query by text or image needs an embedder (a model and processor): "
+                             "EmbeddingIndex.load(folder, embedder=Embedder(model, processor))")
+        if (text is None) == (image is None):
+            raise ValueError("query: give exactly one of text= or image=")
+        if text is not None:
+            if plus_text or minus_text:
+                raise ValueError("plus_text / minus_text modify an image query, not a text one")
+            vector = embedder.embed_texts([text])[0]
+        else:
+            vector = embedder.embed_images([image])[0]
+            texts = [*_as_list(plus_text), *_as_list(minus_text)]
+            if texts:
+                embeds = embedder.embed_texts(texts)
+                n_plus = len(_as_list(plus_text))
+                vector = compose_query(vector, embeds[:n_plus], embeds[n_plus:], weight)
+        scores, ids = self.search(vector, k, backend=backend)
+        return self.hits(scores, ids)
+
+    def hits(self, scores, ids):
+        return [{"rank": rank, "score": float(score), "id": int(i), **self.metadata[int(i)]}
+                for rank, (score, i) in enumerate(zip(scores, ids), start=1) if i >= 0]
+
+
+def _as_list(texts):
+    return [texts] if isinstance(texts, str) else list(texts or ())
+
+
+def _progress_bar(total, desc, enabled, initial=0):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="img")
