@@ -29,23 +29,31 @@ IGNORED_SUFFIXES = ("num_batches_tracked", "embeddings.position_ids", "embedding
 
 
 class CheckpointMismatchError(ValueError):
-    """A checkpoint's keys or shapes do not match the model."""
+    """A checkpoint's keys or shapes do not match the model; nothing was loaded."""
 
-    def __init__(self, missing, unexpected, mismatched, source=""):
-        self.missing, self.unexpected, self.mismatched = missing, unexpected, mismatched
+    def __init__(self, message, missing=(), unexpected=(), mismatched=()):
+        super().__init__(message)
+        self.missing, self.unexpected, self.mismatched = list(missing), list(unexpected), list(mismatched)
+
+    @classmethod
+    def from_keys(cls, missing, unexpected, mismatched, source=""):
+        def listing(rows, fmt):
+            shown = ", ".join(fmt(r) for r in rows[:20])
+            return shown + (f" ... ({len(rows) - 20} more)" if len(rows) > 20 else "")
+
         parts = []
         if missing:
-            parts.append(f"{len(missing)} missing key(s): " + ", ".join(
-                f"{k} {tuple(s)}" for k, s in missing[:20]) + (" ..." if len(missing) > 20 else ""))
+            parts.append(f"{len(missing)} missing key(s): "
+                         + listing(missing, lambda r: f"{r[0]} {tuple(r[1])}"))
         if unexpected:
-            parts.append(f"{len(unexpected)} unexpected key(s): " + ", ".join(
-                f"{k} {tuple(s)}" for k, s in unexpected[:20]) + (" ..." if len(unexpected) > 20 else ""))
+            parts.append(f"{len(unexpected)} unexpected key(s): "
+                         + listing(unexpected, lambda r: f"{r[0]} {tuple(r[1])}"))
         if mismatched:
-            parts.append(f"{len(mismatched)} shape mismatch(es): " + ", ".join(
-                f"{k} checkpoint {tuple(c)} vs model {tuple(m)}" for k, c, m in mismatched[:20]))
-        where = f" in {source}" if source else ""
-        super().__init__(f"checkpoint does not match the model{where}; nothing was loaded. "
-                         + "; ".join(parts))
+            parts.append(f"{len(mismatched)} shape mismatch(es): " + listing(
+                mismatched, lambda r: f"{r[0]} checkpoint {tuple(r[1])} vs model {tuple(r[2])}"))
+        where = f" {source}" if source else ""
+        return cls(f"checkpoint{where} does not match the model; nothing was loaded. "
+                   + "; ".join(parts), missing, unexpected, mismatched)
 
 
 def _bn(prefix, bn):
@@ -155,7 +163,7 @@ def assign_state_dict(model, state: dict[str, np.ndarray], prefix: str = "", sou
                   if k.startswith(prefix) and k not in used and not _ignored(k)
                   and not (k.startswith(prefix + "pooler.") and getattr(model, "pooler", 0) is None)]
     if missing or unexpected or mismatched:
-        raise CheckpointMismatchError(missing, unexpected, mismatched, source)
+        raise CheckpointMismatchError.from_keys(missing, unexpected, mismatched, source)
     for variable, array in values:
         variable.assign(array.astype(variable.dtype))
     return len(values)
@@ -165,5 +173,8 @@ def export_state_dict(model, prefix=None) -> dict[str, np.ndarray]:
     """{HF key: array in PyTorch layout} for every variable of `model`."""
     out = {}
     for key, variable, transform in weight_table(model, prefix):
-        out[key] = np.ascontiguousarray(TO_HF[transform](np.asarray(variable.numpy()))).astype(np.float32)
+        out[key] = np.array(TO_HF[transform](np.asarray(variable.numpy())), dtype=np.float32, order="C")
+        if key.endswith(".running_var"):
+            # torch's BatchNorm buffer; written so transformers loads without a "missing" report.
+            out[key[: -len("running_var")] + "num_batches_tracked"] = np.array(0, dtype=np.int64)
     return out

@@ -39,7 +39,7 @@ class _StorageType:
 
 def _rebuild_tensor(storage, storage_offset, size, stride, *unused):
     if not size:
-        return storage[storage_offset].copy()
+        return np.array(storage[storage_offset])
     itemsize = storage.dtype.itemsize
     return np.lib.stride_tricks.as_strided(
         storage[storage_offset:], shape=tuple(size), strides=tuple(s * itemsize for s in stride)

@@ -89,19 +89,20 @@ class PretrainedMixin:
 
 
 def load_keras_weights_strict(model, path: str) -> None:
-    """`model.load_weights`, but any variable the file does not set is an error."""
-    import warnings
-
-    import numpy as np
+    """`model.load_weights`, but the file must hold exactly the model's variables."""
+    import h5py
 
     from align_tf.checkpoints.convert import CheckpointMismatchError
 
-    before = [np.array(v.numpy()) for v in model.weights]
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with h5py.File(path, "r") as f:
+        stored = []
+        f.visititems(lambda name, obj: stored.append(name) if isinstance(obj, h5py.Dataset) else None)
+    if len(stored) != len(model.weights):
+        raise CheckpointMismatchError(
+            f"{path} holds {len(stored)} arrays but the {type(model).__name__} built from its "
+            f"config.json has {len(model.weights)} variables; nothing was loaded"
+        )
+    try:
         model.load_weights(path)
-    problems = [str(w.message) for w in caught if "load" in str(w.message).lower()
-                or "skip" in str(w.message).lower()]
-    if problems:
-        raise CheckpointMismatchError([], [], [], source=f"{path}: " + " | ".join(problems))
-    del before
+    except ValueError as exc:
+        raise CheckpointMismatchError(f"{path} does not match the model: {exc}") from exc
