@@ -1,0 +1,383 @@
+"""SavedModel export for TF Serving: the signatures of DESIGN.md's contract, an op check, a loader."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from typing import Callable, Iterable
+
+import numpy as np
+import tensorflow as tf
+
+SERVING_DEFAULT = "serving_default"
+# Endpoint name -> the signature keys it is saved under. `classify` comes first, so it is also
+# `serving_default` (what a request without `signature_name` runs).
+SIGNATURE_NAMES = ("classify", "embed_text", "embed_image", "embed_pixels", "embed_tokens", "similarity")
+ALL_SIGNATURES = (SERVING_DEFAULT,) + SIGNATURE_NAMES
+
+# tensorflow-text ops that stock `tensorflow_model_server` 2.20 links (tf-text 2.20.0 `ops_lib`).
+SERVING_TEXT_OPS = frozenset({
+    "CaseFoldUTF8", "ConstrainedSequence", "FastBertNormalize", "FastWordpieceTokenizeWithOffsets",
+    "FindSourceOffsets", "MaxSpanningTree", "NormalizeUTF8", "NormalizeUTF8WithOffsetsMap",
+    "PhraseTokenize", "RegexSplitWithOffsets", "RougeL", "SentenceFragments", "SentenceFragmentsV2",
+    "SentencepieceDetokenizeOp", "SentencepieceIdToStringOp", "SentencepieceOp",
+    "SentencepieceStringToIdOp", "SentencepieceTokenizeOp", "SentencepieceTokenizeWithOffsetsOp",
+    "SentencepieceVocabSizeOp", "SplitMergeTokenizeWithOffsets", "TFText>BoiseTagsToOffsets",
+    "TFText>ByteSplitByOffsets", "TFText>ByteSplitWithOffsets", "TFText>FastSentencepieceDetokenize",
+    "TFText>FastSentencepieceTokenize", "TFText>FastWordpieceDetokenize", "TFText>NgramsStringJoin",
+    "TFText>OffsetsToBoiseTags", "TFText>PhraseDetokenize", "TFText>Utf8Binarize",
+    "TFText>WhitespaceTokenizeWithOffsetsV2", "TokenizerFromLogits", "UnicodeScriptTokenizeWithOffsets",
+    "WhitespaceTokenizeWithOffsets", "WordpieceTokenizeWithOffsets",
+})
+# Registered by tensorflow-text but refused: TF Serving 2.12-2.19 link tf-text 2.12.1, which lacks
+# them (TF Serving issue #2267), so a model using them only loads on some servers.
+REFUSED_TEXT_OPS = {
+    "TFText>RoundRobinTrim": "missing from the tf-text ops linked by TF Serving 2.12-2.19 "
+                             "(issue #2267); truncate by slicing instead",
+    "TFText>RoundRobinGenerateMasks": "missing from the tf-text ops linked by TF Serving 2.12-2.19",
+    "RoundRobinTrim": "missing from the tf-text ops linked by TF Serving 2.12-2.19 (issue #2267)",
+}
+_XLA_ATTRS = ("_XlaMustCompile", "_XlaCompile", "_noinline_xla")
+
+
+class ExportError(RuntimeError):
+    """The model cannot be exported as asked."""
+
+
+class UnsupportedOpError(ExportError):
+    """The graph uses an op that stock TF Serving does not have."""
+
+    def __init__(self, op: str, functions: Iterable[str], reason: str):
+        self.op = op
+        self.functions = sorted(functions)
+        self.reason = reason
+        where = ", ".join(self.functions[:3]) + (" ..." if len(self.functions) > 3 else "")
+        super().__init__(f"op {op!r} (in {where}) cannot be served by stock TF Serving: {reason}")
+
+
+class XlaFunctionError(ExportError):
+    """A function in the graph is marked for XLA compilation (TF Serving needs a flag for it)."""
+
+
+# -- the signatures ---------------------------------------------------------------------------
+def _l2_normalize(x):
+    x = tf.cast(x, tf.float32)
+    return x / tf.sqrt(tf.reduce_sum(tf.square(x), axis=-1, keepdims=True))
+
+
+def _assert_not_empty(tensor, name: str, what: str):
+    # An Assert op, so real TF Serving answers INVALID_ARGUMENT as the local server does.
+    return tf.debugging.assert_positive(
+        tf.shape(tensor)[0], message=f"{name}: empty batch; send at least one {what}")
+
+
+def _crop_hw(image_processor) -> tuple[int | None, int | None]:
+    crop = getattr(image_processor, "crop_size", None)
+    if isinstance(crop, dict):
+        crop = (crop.get("height"), crop.get("width"))
+    if isinstance(crop, int):
+        crop = (crop, crop)
+    if isinstance(crop, (tuple, list)) and len(crop) == 2:
+        return int(crop[0]), int(crop[1])
+    return None, None
+
+
+def serving_functions(model, processor) -> dict[str, tf.types.experimental.GenericFunction]:
+    """The contract's signatures as `tf.function`s with named, batch-polymorphic inputs.
+
+    Text and images go through `processor.tokenizer` and `processor.image_processor`, the same
+    objects that training and Python inference use. Outputs are float32 even under a mixed
+    precision policy.
+    """
+    tokenizer = processor.tokenizer
+    image_processor = processor.image_processor
+    config = model.config
+    dim = config.projection_dim
+    height, width = _crop_hw(image_processor)
+    vocab_size = config.text_config.vocab_size
+    max_positions = config.text_config.max_position_embeddings
+
+    def text_features(input_ids, attention_mask, token_type_ids):
+        features = model.get_text_features(input_ids, attention_mask, token_type_ids, training=False)
+        return _l2_normalize(features)
+
+    def image_features(pixel_values):
+        return _l2_normalize(model.get_image_features(pixel_values, training=False))
+
+    def logits(image_embeds, text_embeds):
+        temperature = tf.cast(model.effective_temperature(), tf.float32)
+        return tf.matmul(image_embeds, text_embeds, transpose_b=True) / temperature
+
+    def tokens(text):
+        with tf.control_dependencies([_assert_not_empty(text, "text", "string")]):
+            encoded = tokenizer(text)
+        return {k: tf.cast(encoded[k], tf.int32)
+                for k in ("input_ids", "attention_mask", "token_type_ids")}
+
+    def pixels(image_bytes):
+        with tf.control_dependencies([_assert_not_empty(image_bytes, "image_bytes", "image")]):
+            pixel_values = image_processor.preprocess_bytes(image_bytes, training=False)
+        return tf.cast(pixel_values, tf.float32)
+
+    string_vector = dict(shape=[None], dtype=tf.string)
+    token_matrix = dict(shape=[None, None], dtype=tf.int32)
+
+    def classify(image_bytes, text):
+        image_embeds = image_features(pixels(image_bytes))
+        text_embeds = text_features(**tokens(text))
+        logits_per_image = logits(image_embeds, text_embeds)
+        return {"logits_per_image": logits_per_image, "probs": tf.nn.softmax(logits_per_image, axis=-1)}
+
+    def embed_text(text):
+        return {"text_embeds": text_features(**tokens(text))}
+
+    def embed_image(image_bytes):
+        return {"image_embeds": image_features(pixels(image_bytes))}
+
+    def embed_pixels(pixel_values):
+        checks = [_assert_not_empty(pixel_values, "pixel_values", "image")]
+        with tf.control_dependencies(checks):
+            return {"image_embeds": image_features(tf.identity(pixel_values))}
+
+    def embed_tokens(input_ids, attention_mask, token_type_ids):
+        checks = [
+            _assert_not_empty(input_ids, "input_ids", "row"),
+            tf.debugging.assert_equal(tf.shape(input_ids), tf.shape(attention_mask),
+                                      message="attention_mask: shape differs from input_ids"),
+            tf.debugging.assert_equal(tf.shape(input_ids), tf.shape(token_type_ids),
+                                      message="token_type_ids: shape differs from input_ids"),
+            tf.debugging.assert_non_negative(input_ids, message="input_ids: negative id"),
+            tf.debugging.assert_less(input_ids, vocab_size,
+                                     message=f"input_ids: ids must be < vocab_size {vocab_size}"),
+            tf.debugging.assert_less_equal(
+                tf.shape(input_ids)[1], max_positions,
+                message=f"input_ids: sequences longer than {max_positions} positions"),
+        ]
+        with tf.control_dependencies(checks):
+            input_ids = tf.identity(input_ids)
+        return {"text_embeds": text_features(input_ids, attention_mask, token_type_ids)}
+
+    def similarity(image_embeds, text_embeds):
+        # Normalising again keeps the logits right for unnormalised features too.
+        return {"logits_per_image": logits(_l2_normalize(image_embeds), _l2_normalize(text_embeds))}
+
+    specs = {
+        "classify": (classify, [tf.TensorSpec(name="image_bytes", **string_vector),
+                                tf.TensorSpec(name="text", **string_vector)]),
+        "embed_text": (embed_text, [tf.TensorSpec(name="text", **string_vector)]),
+        "embed_image": (embed_image, [tf.TensorSpec(name="image_bytes", **string_vector)]),
+        "embed_pixels": (embed_pixels, [tf.TensorSpec([None, height, width, 3], tf.float32,
+                                                      name="pixel_values")]),
+        "embed_tokens": (embed_tokens, [tf.TensorSpec(name=n, **token_matrix)
+                                        for n in ("input_ids", "attention_mask", "token_type_ids")]),
+        "similarity": (similarity, [tf.TensorSpec([None, dim], tf.float32, name="image_embeds"),
+                                    tf.TensorSpec([None, dim], tf.float32, name="text_embeds")]),
+    }
+    # autograph off and no jit_compile: plain graphs that TF Serving runs without XLA.
+    return {name: tf.function(fn, input_signature=sig, autograph=False, jit_compile=False)
+            for name, (fn, sig) in specs.items()}
+
+
+# -- writing ----------------------------------------------------------------------------------
+def next_version(base_path: str) -> int:
+    """1 + the largest numeric version folder under `base_path` (1 when there is none)."""
+    versions = [int(n) for n in os.listdir(base_path) if n.isdigit()] if os.path.isdir(base_path) else []
+    return max(versions, default=0) + 1
+
+
+def export_saved_model(model, processor, path: str, version: int | None = None, *,
+                       check_ops: bool = True, overwrite: bool = False,
+                       extra_functions: dict[str, Callable] | None = None) -> str:
+    """Write `path/<version>/` (TF Serving's layout, tag `serve`) with every signature of the
+    contract and return that folder. `version=None` takes the next free number.
+
+    The SavedModel is written to a hidden folder and renamed into place once complete and
+    checked, so a server polling `path` never sees half a model. `extra_functions` (name ->
+    `tf.function` with an input signature) adds endpoints; they go through the same op check.
+    """
+    import keras
+
+    if version is None:
+        version = next_version(path)
+    if not isinstance(version, int) or version < 1:
+        raise ValueError(f"version must be a positive int, got {version!r}")
+    target = os.path.join(path, str(version))
+    if os.path.exists(target):
+        if not overwrite:
+            raise FileExistsError(f"{target} exists; pass overwrite=True or another version")
+    if not model.built:
+        model.build()
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    for resource in (processor.tokenizer, processor.image_processor):
+        if isinstance(resource, tf.__internal__.tracking.Trackable):
+            archive.track(resource)  # lookup tables and other resources inside preprocessing
+    functions = serving_functions(model, processor)
+    functions.update(extra_functions or {})
+    for name, fn in functions.items():
+        fn.get_concrete_function()
+        archive.add_endpoint(name, fn)
+
+    os.makedirs(path, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".export-{version}-", dir=path)
+    try:
+        archive.write_out(staging, verbose=False)
+        if check_ops:
+            check_serving_ops(staging)
+        if os.path.exists(target):
+            shutil.rmtree(target)
+        os.rename(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+# -- the op check -----------------------------------------------------------------------------
+def read_saved_model_proto(saved_model_dir: str):
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    with open(os.path.join(saved_model_dir, "saved_model.pb"), "rb") as f:
+        proto.ParseFromString(f.read())
+    return proto
+
+
+def graph_op_types(saved_model_dir: str) -> dict[str, set[str]]:
+    """Every op type in the SavedModel's graph and function library -> where it is used."""
+    ops: dict[str, set[str]] = {}
+    for meta_graph in read_saved_model_proto(saved_model_dir).meta_graphs:
+        library = meta_graph.graph_def.library
+        function_names = {f.signature.name for f in library.function}
+        for node in meta_graph.graph_def.node:
+            if node.op not in function_names:
+                ops.setdefault(node.op, set()).add("<graph>")
+        for function in library.function:
+            for node in function.node_def:
+                if node.op not in function_names:  # a call by name is a library function
+                    ops.setdefault(node.op, set()).add(function.signature.name)
+    return ops
+
+
+def xla_functions(saved_model_dir: str) -> list[str]:
+    """Names of functions (or call nodes) marked for XLA compilation."""
+    found = []
+    for meta_graph in read_saved_model_proto(saved_model_dir).meta_graphs:
+        for function in meta_graph.graph_def.library.function:
+            if any(function.attr[a].b for a in _XLA_ATTRS if a in function.attr):
+                found.append(function.signature.name)
+            for node in function.node_def:
+                if any(node.attr[a].b for a in _XLA_ATTRS if a in node.attr):
+                    found.append(f"{function.signature.name}/{node.name}")
+    return found
+
+
+def core_op_names() -> frozenset[str]:
+    """Ops with a public TensorFlow wrapper (`tf.raw_ops`): those every TF build registers.
+    Ops from loaded libraries (tensorflow-text, test ops) are not among them."""
+    return frozenset(n for n in dir(tf.raw_ops) if not n.startswith("_"))
+
+
+def non_core_ops(saved_model_dir: str) -> dict[str, set[str]]:
+    core = core_op_names()
+    return {op: where for op, where in graph_op_types(saved_model_dir).items() if op not in core}
+
+
+def check_serving_ops(saved_model_dir: str,
+                      allowed_text_ops: Iterable[str] = SERVING_TEXT_OPS) -> list[str]:
+    """Raise `UnsupportedOpError` naming the first op stock TF Serving lacks, or
+    `XlaFunctionError`; return the sorted non-core ops found (all allow-listed)."""
+    allowed = frozenset(allowed_text_ops)
+    found = non_core_ops(saved_model_dir)
+    for op in sorted(found):
+        if op in REFUSED_TEXT_OPS:
+            raise UnsupportedOpError(op, found[op], REFUSED_TEXT_OPS[op])
+        if op not in allowed:
+            raise UnsupportedOpError(
+                op, found[op], "neither a TensorFlow core op nor a tensorflow-text op that "
+                               "TF Serving 2.20 links")
+    xla = xla_functions(saved_model_dir)
+    if xla:
+        raise XlaFunctionError(
+            f"{len(xla)} function(s) are XLA-compiled ({', '.join(xla[:3])}); TF Serving runs them "
+            "only with --xla_gpu_compilation_enabled: export without jit_compile")
+    return sorted(found)
+
+
+# -- loading ----------------------------------------------------------------------------------
+def resolve_version_dir(path: str) -> str:
+    """`path` itself if it holds saved_model.pb, else its newest numeric version folder."""
+    if os.path.isfile(os.path.join(path, "saved_model.pb")):
+        return path
+    versions = sorted((int(n) for n in os.listdir(path) if n.isdigit()
+                       and os.path.isfile(os.path.join(path, n, "saved_model.pb"))),
+                      reverse=True) if os.path.isdir(path) else []
+    if not versions:
+        raise FileNotFoundError(f"{path}: no saved_model.pb and no numeric version folder with one")
+    return os.path.join(path, str(versions[0]))
+
+
+class AlignSavedModel:
+    """An exported ALIGN SavedModel with its signatures as Python callables.
+
+    `embed_text(["a cat"])`, `embed_image([jpeg_bytes or path])`, `classify(images, labels)`,
+    `similarity(image_embeds, text_embeds)`, `embed_pixels(array)`, `embed_tokens(...)`, and
+    `run(signature_name, **inputs)` for any signature; results are numpy arrays.
+    """
+
+    def __init__(self, path: str):
+        import tensorflow_text  # noqa: F401  (registers the tokenizer's ops before loading)
+
+        self.path = resolve_version_dir(path)
+        self.version = int(os.path.basename(self.path)) if os.path.basename(self.path).isdigit() else None
+        self.loaded = tf.saved_model.load(self.path)
+        self.signatures = dict(self.loaded.signatures)
+
+    def run(self, signature_name: str, **inputs) -> dict[str, np.ndarray]:
+        if signature_name not in self.signatures:
+            raise KeyError(f"no signature {signature_name!r}; have {sorted(self.signatures)}")
+        fn = self.signatures[signature_name]
+        specs = fn.structured_input_signature[1]
+        tensors = {name: tf.convert_to_tensor(value, dtype=specs[name].dtype)
+                   for name, value in inputs.items()}
+        return {name: value.numpy() for name, value in fn(**tensors).items()}
+
+    def embed_text(self, texts: list[str]) -> np.ndarray:
+        return self.run("embed_text", text=_strings(texts))["text_embeds"]
+
+    def embed_image(self, images) -> np.ndarray:
+        from align_tf.serving.client import encode_images
+
+        return self.run("embed_image", image_bytes=encode_images(images))["image_embeds"]
+
+    def embed_pixels(self, pixel_values) -> np.ndarray:
+        return self.run("embed_pixels", pixel_values=np.asarray(pixel_values, np.float32))["image_embeds"]
+
+    def embed_tokens(self, input_ids, attention_mask, token_type_ids=None) -> np.ndarray:
+        if token_type_ids is None:
+            token_type_ids = np.zeros_like(input_ids)
+        return self.run("embed_tokens", input_ids=input_ids, attention_mask=attention_mask,
+                        token_type_ids=token_type_ids)["text_embeds"]
+
+    def classify(self, images, labels: list[str]) -> dict[str, np.ndarray]:
+        from align_tf.serving.client import encode_images
+
+        return self.run("classify", image_bytes=encode_images(images), text=_strings(labels))
+
+    def similarity(self, image_embeds, text_embeds) -> np.ndarray:
+        return self.run("similarity", image_embeds=np.asarray(image_embeds, np.float32),
+                        text_embeds=np.asarray(text_embeds, np.float32))["logits_per_image"]
+
+
+def load_saved_model(path: str) -> AlignSavedModel:
+    """Load an export (a version folder, or a base path: its newest version)."""
+    return AlignSavedModel(path)
+
+
+def _strings(texts) -> list[bytes]:
+    if isinstance(texts, (str, bytes)):
+        texts = [texts]
+    return [t.encode("utf-8") if isinstance(t, str) else bytes(t) for t in texts]
