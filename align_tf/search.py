@@ -121,7 +121,7 @@ class EmbeddingIndex:
         metadata = list(metadata)
         if len(metadata) != len(embeddings):
             raise ValueError(f"metadata: {len(metadata)} entries for {len(embeddings)} rows")
-        self.shards.append(embeddings.astype(self.dtype))
+        self.shards.append(embeddings.astype(self.dtype, copy=False))
         self.metadata.extend(metadata)
         self._faiss = None
 
@@ -181,7 +181,7 @@ class EmbeddingIndex:
         number = len(self.shards)
         name = f"embeddings-{number:05d}.npy"
         path = os.path.join(self.directory, name)
-        np.save(path + ".tmp.npy", np.asarray(embeddings).astype(self.dtype))
+        np.save(path + ".tmp.npy", np.asarray(embeddings, dtype=self.dtype))
         os.replace(path + ".tmp.npy", path)
         with open(os.path.join(self.directory, METADATA), "a", encoding="utf-8") as f:
             for entry in metadata:

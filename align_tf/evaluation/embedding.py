@@ -1,0 +1,140 @@
+"""Embedder: texts and images in, L2-normalised numpy embeddings out, in batches.
+
+Works with any model that has `get_text_features(input_ids, attention_mask, token_type_ids)` and
+`get_image_features(pixel_values)` and a processor called as `processor(text=[...])` /
+`processor(images=[...])` (an `AlignProcessor`, or anything shaped like one).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# "A progress bar past a few dozen items": below this, bars are noise.
+PROGRESS_MIN_ITEMS = 48
+DEMO_MODEL = "demo"
+
+
+def l2_normalize(x) -> np.ndarray:
+    x = np.asarray(x, np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def progress_bar(total: int, desc: str, progress):
+    """A tqdm bar when `progress` is True, or "auto" and `total` is past a few dozen."""
+    if progress == "auto":
+        progress = total > PROGRESS_MIN_ITEMS
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="item", leave=False)
+
+
+class Embedder:
+    """Batched, normalised embeddings from a dual-encoder model and its processor.
+
+    `graph=True` runs the towers as `tf.function`s (worth it for large jobs with a big model;
+    the first batch of each shape pays for tracing).
+    """
+
+    def __init__(self, model, processor, batch_size: int = 32, graph: bool = False,
+                 source: str | None = None):
+        self.model = model
+        self.processor = processor
+        self.batch_size = int(batch_size)
+        self.source = source
+        self._text_fn = model.get_text_features
+        self._image_fn = model.get_image_features
+        if graph:
+            import tensorflow as tf
+
+            self._text_fn = tf.function(self._text_fn, reduce_retracing=True)
+            self._image_fn = tf.function(self._image_fn, reduce_retracing=True)
+
+    @property
+    def is_demo(self) -> bool:
+        return self.source == DEMO_MODEL
+
+    @property
+    def dim(self) -> int | None:
+        config = getattr(self.model, "config", None)
+        return getattr(config, "projection_dim", None)
+
+    @property
+    def temperature(self) -> float:
+        """The model's logit temperature (logits = cosine / temperature); 1.0 if it has none."""
+        value = getattr(self.model, "temperature", None)
+        if value is None:
+            return 1.0
+        if hasattr(self.model, "effective_temperature"):
+            value = self.model.effective_temperature()
+        return float(np.asarray(value))
+
+    def embed_texts(self, texts, batch_size: int | None = None, progress=False,
+                    desc: str = "texts", on_batch=None) -> np.ndarray:
+        """[M, D] float32, each row L2-normalised."""
+        if isinstance(texts, str):
+            raise TypeError("embed_texts: expected a list of strings, got one string "
+                            f"({texts[:40]!r}); wrap it in a list")
+        return self._embed(list(texts), self._text_batch, batch_size, progress, desc, on_batch)
+
+    def embed_images(self, images, batch_size: int | None = None, progress=False,
+                     desc: str = "images", on_batch=None) -> np.ndarray:
+        """[N, D] float32, each row L2-normalised. `images`: whatever the processor takes
+        (paths, encoded bytes, PIL images, uint8 arrays), or one float32 `pixel_values` array."""
+        if isinstance(images, np.ndarray) and images.ndim == 4 and images.dtype.kind == "f":
+            return self._embed(images, self._pixel_batch, batch_size, progress, desc, on_batch)
+        return self._embed(list(images), self._image_batch, batch_size, progress, desc, on_batch)
+
+    # -- one batch ---------------------------------------------------------------------
+    def _text_batch(self, texts):
+        inputs = self.processor(text=texts)
+        features = self._text_fn(inputs["input_ids"], inputs.get("attention_mask"),
+                                 inputs.get("token_type_ids"))
+        return l2_normalize(features)
+
+    def _image_batch(self, images):
+        return self._pixel_batch(self.processor(images=images)["pixel_values"])
+
+    def _pixel_batch(self, pixel_values):
+        return l2_normalize(self._image_fn(pixel_values))
+
+    def _embed(self, items, embed_batch, batch_size, progress, desc, on_batch):
+        size = int(batch_size or self.batch_size)
+        bar = progress_bar(len(items), desc, progress)
+        parts = []
+        try:
+            for start in range(0, len(items), size):
+                batch = items[start:start + size]
+                parts.append(embed_batch(batch))
+                if bar is not None:
+                    bar.update(len(batch))
+                if on_batch is not None:
+                    on_batch(len(batch))
+        finally:
+            if bar is not None:
+                bar.close()
+        if not parts:
+            return np.zeros((0, self.dim or 0), np.float32)
+        return np.concatenate(parts)
+
+
+def demo_model_folder() -> str:
+    from align_tf.assets import demo_model_path
+
+    return demo_model_path()
+
+
+def load_embedder(model: str | None = None, batch_size: int = 32, graph: bool = False) -> Embedder:
+    """An Embedder for a checkpoint folder or hub id, or the bundled demo model when None."""
+    from align_tf.models.align import AlignModel
+    from align_tf.preprocessing.processor import AlignProcessor
+
+    folder = demo_model_folder() if model in (None, DEMO_MODEL) else model
+    return Embedder(AlignModel.from_pretrained(folder), AlignProcessor.from_pretrained(folder),
+                    batch_size=batch_size, graph=graph,
+                    source=DEMO_MODEL if model in (None, DEMO_MODEL) else model)
+
+
+DEMO_MODEL_NOTE = ("Using the small demo model bundled with align-tf (shapes and colours only). "
+                   "For real photos pass --model kakaobrain/align-base (or a checkpoint folder).")
