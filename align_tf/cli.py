@@ -10,6 +10,7 @@ import sys
 # Heavy imports (TensorFlow) happen inside `func`, so `align-tf --help` stays fast.
 COMMAND_MODULES = [
     "align_tf.checkpoints.commands",
+    "align_tf.serving.commands",
     "align_tf.evaluation.commands",
     "align_tf.search_commands",
 ]
