@@ -1,0 +1,378 @@
+"""AlignServingClient: an exported ALIGN model's signatures over TF Serving's gRPC or REST API.
+
+Works unchanged against real `tensorflow_model_server` and against `align-tf serve`. Inputs are
+Python lists / numpy arrays, results are numpy arrays; a failed request raises `ServingError`
+with the server's status code and message.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+
+import grpc
+import numpy as np
+
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+# HTTP status -> the gRPC code TF Serving most likely meant (FAILED_PRECONDITION and
+# OUT_OF_RANGE also arrive as 400: REST cannot tell them from INVALID_ARGUMENT).
+_CODE_BY_HTTP = {
+    400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTICATED,
+    403: grpc.StatusCode.PERMISSION_DENIED, 404: grpc.StatusCode.NOT_FOUND,
+    409: grpc.StatusCode.ABORTED, 413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    429: grpc.StatusCode.RESOURCE_EXHAUSTED, 499: grpc.StatusCode.CANCELLED,
+    500: grpc.StatusCode.INTERNAL, 501: grpc.StatusCode.UNIMPLEMENTED,
+    502: grpc.StatusCode.UNAVAILABLE, 503: grpc.StatusCode.UNAVAILABLE,
+    504: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+
+
+class ServingError(Exception):
+    """A request failed: `code` is a `grpc.StatusCode`, `message` the server's words,
+    `http_status` the REST status when the REST API answered."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, http_status: int | None = None):
+        super().__init__(f"{code.name}: {message}")
+        self.code = code
+        self.message = message
+        self.http_status = http_status
+
+
+class InputError(TypeError):
+    """An input given to the client is not something it can send."""
+
+
+def encode_images(images) -> list[bytes]:
+    """Encoded image files to send as `image_bytes`: bytes as they are, paths read from disk,
+    PIL images and uint8 arrays [H, W, 3] encoded as PNG."""
+    if isinstance(images, (bytes, bytearray, str, os.PathLike)):
+        images = [images]
+    out = []
+    images = list(images)
+    for i, image in enumerate(images):
+        if isinstance(image, (bytes, bytearray, memoryview)):
+            out.append(bytes(image))
+        elif isinstance(image, (str, os.PathLike)):
+            with open(image, "rb") as f:
+                out.append(f.read())
+        elif hasattr(image, "save") and hasattr(image, "mode"):  # PIL.Image
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG")
+            out.append(buffer.getvalue())
+        elif isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3:
+            from PIL import Image
+
+            buffer = io.BytesIO()
+            Image.fromarray(image).save(buffer, format="PNG")
+            out.append(buffer.getvalue())
+        else:
+            raise InputError(f"image {i} of {len(images)}: expected encoded bytes, a path, a PIL image "
+                             f"or a uint8 array [H, W, 3], got {type(image).__name__}")
+    return out
+
+
+def _string_array(texts) -> np.ndarray:
+    if isinstance(texts, (str, bytes)):
+        texts = [texts]
+    texts = list(texts)
+    for i, t in enumerate(texts):
+        if not isinstance(t, (str, bytes)):
+            raise InputError(f"text {i} of {len(texts)}: expected a string, got {type(t).__name__}")
+    array = np.empty(len(texts), dtype=object)
+    array[:] = [t.encode("utf-8") if isinstance(t, str) else t for t in texts]
+    return array
+
+
+class AlignServingClient:
+    """Client for an ALIGN SavedModel served by TF Serving (or `align-tf serve`).
+
+    `target` is "host:port" (gRPC, port 8500 by convention) or "http://host:port" (REST, 8501).
+    `version=None` asks for the newest version the server has; `timeout` is per request in
+    seconds; requests answered UNAVAILABLE are retried `retries` times with exponential backoff.
+    """
+
+    def __init__(self, target: str, model_name: str = "align", version: int | None = None,
+                 protocol: str = "grpc", timeout: float = 30.0, retries: int = 3,
+                 backoff: float = 0.5, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+                 version_label: str | None = None):
+        if protocol not in ("grpc", "rest"):
+            raise ValueError(f"protocol must be 'grpc' or 'rest', got {protocol!r}")
+        self.model_name = model_name
+        self.version = version
+        self.version_label = version_label
+        self.protocol = protocol
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.max_message_bytes = max_message_bytes
+        self._signatures = None
+        self.served_version: int | None = None  # from the last gRPC Predict response
+        if protocol == "grpc":
+            target = target.split("://", 1)[-1]
+            self.target = target
+            self._channel = grpc.insecure_channel(target, options=[
+                ("grpc.max_send_message_length", max_message_bytes),
+                ("grpc.max_receive_message_length", max_message_bytes),
+            ])
+            from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+
+            self._predict_stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+            self._model_stub = model_service_pb2_grpc.ModelServiceStub(self._channel)
+        else:
+            self.target = target if "://" in target else f"http://{target}"
+            self._channel = None
+
+    # -- the signatures ---------------------------------------------------------------------
+    def embed_text(self, texts) -> np.ndarray:
+        """L2-normalised text embeddings [M, D]."""
+        return self.predict("embed_text", {"text": _string_array(texts)}, ["text_embeds"])["text_embeds"]
+
+    def embed_image(self, images) -> np.ndarray:
+        """L2-normalised image embeddings [N, D] for encoded images (bytes or paths)."""
+        data = _string_array(encode_images(images))
+        return self.predict("embed_image", {"image_bytes": data}, ["image_embeds"])["image_embeds"]
+
+    def embed_pixels(self, pixel_values) -> np.ndarray:
+        pixel_values = np.asarray(pixel_values, dtype=np.float32)
+        return self.predict("embed_pixels", {"pixel_values": pixel_values}, ["image_embeds"])["image_embeds"]
+
+    def embed_tokens(self, input_ids, attention_mask, token_type_ids=None) -> np.ndarray:
+        input_ids = np.asarray(input_ids, dtype=np.int32)
+        inputs = {"input_ids": input_ids, "attention_mask": np.asarray(attention_mask, dtype=np.int32),
+                  "token_type_ids": np.zeros_like(input_ids) if token_type_ids is None
+                  else np.asarray(token_type_ids, dtype=np.int32)}
+        return self.predict("embed_tokens", inputs, ["text_embeds"])["text_embeds"]
+
+    def classify(self, images, labels) -> dict[str, np.ndarray]:
+        """Zero-shot scores of each image against each label: `logits_per_image` and `probs` [N, M]."""
+        inputs = {"image_bytes": _string_array(encode_images(images)), "text": _string_array(labels)}
+        return self.predict("classify", inputs, ["logits_per_image", "probs"])
+
+    def similarity(self, image_embeds, text_embeds) -> np.ndarray:
+        """`logits_per_image` [N, M] from embeddings (cosine similarity / temperature)."""
+        inputs = {"image_embeds": np.asarray(image_embeds, np.float32),
+                  "text_embeds": np.asarray(text_embeds, np.float32)}
+        return self.predict("similarity", inputs, ["logits_per_image"])["logits_per_image"]
+
+    # -- generic ----------------------------------------------------------------------------
+    def predict(self, signature_name: str, inputs: dict, output_names=None) -> dict[str, np.ndarray]:
+        """Run any signature: `inputs` maps input names to arrays (string inputs: object arrays
+        of bytes). Returns every output as a numpy array."""
+        inputs = {k: (v if isinstance(v, np.ndarray) else np.asarray(v)) for k, v in inputs.items()}
+        if self.protocol == "grpc":
+            return self._with_retries(lambda: self._grpc_predict(signature_name, inputs))
+        return self._with_retries(lambda: self._rest_predict(signature_name, inputs, output_names))
+
+    def metadata(self) -> dict[str, dict]:
+        """signature name -> {"inputs"/"outputs": {name: {"dtype", "shape"}}, "method_name"}.
+        Unknown dimensions are -1; an unknown rank is None."""
+        if self.protocol == "grpc":
+            signature_map = self._with_retries(self._grpc_metadata)
+        else:
+            signature_map = self._with_retries(self._rest_metadata)
+        import tensorflow as tf
+
+        def tensors(infos):
+            return {alias: {"dtype": tf.dtypes.as_dtype(info.dtype).name,
+                            "shape": None if info.tensor_shape.unknown_rank
+                            else [int(d.size) for d in info.tensor_shape.dim]}
+                    for alias, info in infos.items()}
+
+        out = {name: {"inputs": tensors(s.inputs), "outputs": tensors(s.outputs),
+                      "method_name": s.method_name}
+               for name, s in signature_map.signature_def.items()
+               if not name.startswith("__")}  # __saved_model_init_op is not callable
+        self._signatures = out
+        return out
+
+    def status(self) -> list[dict]:
+        """[{"version": int, "state": "AVAILABLE" | "LOADING" | "END" ..., "error_code",
+        "error_message"}] for the model (or the client's version)."""
+        if self.protocol == "grpc":
+            return self._with_retries(self._grpc_status)
+        return self._with_retries(self._rest_status)
+
+    def wait_until_available(self, timeout: float = 60.0, poll: float = 0.5) -> list[dict]:
+        """Poll `status()` until a version is AVAILABLE; raise TimeoutError after `timeout` s."""
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            try:
+                states = self.status()
+                if any(s["state"] == "AVAILABLE" for s in states):
+                    return states
+                last = states
+            except ServingError as e:
+                if e.code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.NOT_FOUND):
+                    raise
+                last = e
+            time.sleep(poll)
+        raise TimeoutError(f"{self.target}: model {self.model_name!r} not AVAILABLE after {timeout}s "
+                           f"(last answer: {last})")
+
+    def close(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- retries ----------------------------------------------------------------------------
+    def _with_retries(self, call):
+        for attempt in range(self.retries + 1):
+            try:
+                return call()
+            except ServingError as e:
+                if e.code != grpc.StatusCode.UNAVAILABLE or attempt == self.retries:
+                    raise
+                time.sleep(min(self.backoff * 2 ** attempt, 10.0))
+
+    # -- gRPC -------------------------------------------------------------------------------
+    def _spec(self, spec, signature_name: str | None = None):
+        spec.name = self.model_name
+        if self.version is not None:
+            spec.version.value = self.version
+        elif self.version_label:
+            spec.version_label = self.version_label
+        if signature_name:
+            spec.signature_name = signature_name
+
+    def _grpc_call(self, method, request):
+        try:
+            return method(request, timeout=self.timeout)
+        except grpc.RpcError as e:
+            raise ServingError(e.code(), e.details() or "") from None
+
+    def _grpc_predict(self, signature_name, inputs):
+        import tensorflow as tf
+        from tensorflow_serving.apis import predict_pb2
+
+        request = predict_pb2.PredictRequest()
+        self._spec(request.model_spec, signature_name)
+        for name, array in inputs.items():
+            dtype = tf.string if array.dtype == object or array.dtype.kind == "S" else None
+            request.inputs[name].CopyFrom(tf.make_tensor_proto(array, dtype=dtype, shape=array.shape))
+        response = self._grpc_call(self._predict_stub.Predict, request)
+        self.served_version = response.model_spec.version.value
+        return {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
+
+    def _grpc_metadata(self):
+        from tensorflow_serving.apis import get_model_metadata_pb2
+
+        request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+        self._spec(request.model_spec)
+        response = self._grpc_call(self._predict_stub.GetModelMetadata, request)
+        signature_map = get_model_metadata_pb2.SignatureDefMap()
+        response.metadata["signature_def"].Unpack(signature_map)
+        return signature_map
+
+    def _grpc_status(self):
+        from tensorflow_serving.apis import get_model_status_pb2
+
+        request = get_model_status_pb2.GetModelStatusRequest()
+        self._spec(request.model_spec)
+        response = self._grpc_call(self._model_stub.GetModelStatus, request)
+        return [{"version": s.version,
+                 "state": get_model_status_pb2.ModelVersionStatus.State.Name(s.state),
+                 "error_code": s.status.error_code, "error_message": s.status.error_message}
+                for s in response.model_version_status]
+
+    # -- REST -------------------------------------------------------------------------------
+    def _model_url(self) -> str:
+        url = f"{self.target}/v1/models/{self.model_name}"
+        if self.version is not None:
+            url += f"/versions/{self.version}"
+        elif self.version_label:
+            url += f"/labels/{self.version_label}"
+        return url
+
+    def _http(self, url: str, body: dict | None = None) -> dict:
+        data = None if body is None else json.dumps(body).encode("utf-8")
+        if data is not None and len(data) > self.max_message_bytes:
+            raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                               f"request of {len(data)} bytes is larger than max_message_bytes "
+                               f"{self.max_message_bytes}")
+        request = urllib.request.Request(url, data=data, method="GET" if data is None else "POST",
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as e:
+            text = e.read().decode("utf-8", "replace")
+            try:
+                message = json.loads(text).get("error", text)
+            except (ValueError, AttributeError):
+                message = text
+            raise ServingError(_CODE_BY_HTTP.get(e.code, grpc.StatusCode.UNKNOWN), message, e.code) from None
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
+            reason = getattr(e, "reason", e)
+            code = grpc.StatusCode.DEADLINE_EXCEEDED if "timed out" in str(reason) \
+                else grpc.StatusCode.UNAVAILABLE
+            raise ServingError(code, f"{url}: {reason}") from None
+
+    def _rest_predict(self, signature_name, inputs, output_names):
+        body = {"signature_name": signature_name,
+                "inputs": {name: _array_to_json(array, name) for name, array in inputs.items()}}
+        answer = self._http(f"{self._model_url()}:predict", body)
+        outputs = answer["outputs"]
+        if not isinstance(outputs, dict):  # a single output comes without its name
+            if not output_names:
+                signature = (self._signatures or self.metadata())[signature_name]
+                output_names = list(signature["outputs"])
+            outputs = {output_names[0]: outputs}
+        return {name: _json_to_array(value, name) for name, value in outputs.items()}
+
+    def _rest_metadata(self):
+        from google.protobuf import json_format
+        from tensorflow_serving.apis import get_model_metadata_pb2
+
+        answer = self._http(f"{self._model_url()}/metadata")
+        signature_json = dict(answer["metadata"]["signature_def"])
+        signature_json.pop("@type", None)
+        return json_format.ParseDict(signature_json, get_model_metadata_pb2.SignatureDefMap(),
+                                     ignore_unknown_fields=True)
+
+    def _rest_status(self):
+        answer = self._http(self._model_url())
+        return [{"version": int(s["version"]), "state": s["state"],
+                 "error_code": s.get("status", {}).get("error_code", "OK"),
+                 "error_message": s.get("status", {}).get("error_message", "")}
+                for s in answer.get("model_version_status", [])]
+
+
+def _array_to_json(array: np.ndarray, name: str):
+    if array.dtype != object and array.dtype.kind != "S":
+        return array.tolist()
+
+    def encode(value):
+        value = value if isinstance(value, bytes) else str(value).encode("utf-8")
+        if not name.endswith("_bytes"):  # TF Serving takes text as JSON strings, bytes as b64
+            try:
+                return value.decode("utf-8")
+            except UnicodeDecodeError:
+                pass
+        return {"b64": base64.b64encode(value).decode("ascii")}
+
+    def nested(value):
+        return [nested(v) for v in value] if isinstance(value, list) else encode(value)
+
+    return nested(array.tolist())
+
+
+def _json_to_array(value, name: str) -> np.ndarray:
+    if name.endswith("_bytes"):
+        def decode(v):
+            return [decode(x) for x in v] if isinstance(v, list) else base64.b64decode(v["b64"])
+
+        return np.array(decode(value), dtype=object)
+    array = np.asarray(value)
+    return array.astype(np.float32) if array.dtype.kind == "f" else array

@@ -1,0 +1,109 @@
+"""`align-tf export` (a trained model -> a TF Serving SavedModel) and `align-tf serve` (local server)."""
+
+from __future__ import annotations
+
+import os
+
+
+def register(subparsers) -> None:
+    export = subparsers.add_parser(
+        "export",
+        help="export a model as a TF Serving SavedModel (saved_models/<name>/<version>/)",
+        description=(
+            "Load MODEL (an align-tf folder written by save_pretrained, an HF checkpoint folder, "
+            "a hub id, or 'demo' for the bundled demo model) with its tokenizer and image "
+            "processor, and write OUTPUT/<version>/ with the signatures serving_default (= "
+            "classify), embed_text, embed_image, embed_pixels, embed_tokens and similarity. "
+            "The export is refused if its graph needs an op that stock TF Serving lacks."
+        ),
+    )
+    export.add_argument("--model", required=True, help="model folder, hub id, or 'demo'")
+    export.add_argument("--output", default=os.path.join("saved_models", "align"),
+                        help="model base path; the version folder goes inside (default: %(default)s)")
+    export.add_argument("--version", type=int, default=None,
+                        help="version number (default: one more than the largest present)")
+    export.add_argument("--overwrite", action="store_true", help="replace an existing version folder")
+    export.add_argument("--no-op-check", dest="check_ops", action="store_false",
+                        help="skip the TF Serving op allow-list check")
+    export.set_defaults(func=run_export)
+
+    serve = subparsers.add_parser(
+        "serve",
+        help="serve exported SavedModels over TF Serving's gRPC and REST APIs (local/CI stand-in)",
+        description=(
+            "A local stand-in for tensorflow_model_server with the same flags, gRPC services "
+            "(PredictionService, ModelService, grpc.health.v1) and REST routes. It loads the "
+            "newest version under --model_base_path and polls for new ones. For development and "
+            "CI; production runs real TF Serving (see serving/README.md)."
+        ),
+    )
+    # Flag names are tensorflow_model_server's.
+    serve.add_argument("--port", type=int, default=8500, help="gRPC port (default: %(default)s)")
+    serve.add_argument("--rest_api_port", type=int, default=0,
+                       help="REST port; 0 turns REST off (default: %(default)s)")
+    serve.add_argument("--model_name", default="default", help="name of the model (default: %(default)s)")
+    serve.add_argument("--model_base_path", default="", help="folder holding numeric version folders")
+    serve.add_argument("--model_config_file", default="",
+                       help="text-format ModelServerConfig (model_config_list); overrides the two above")
+    serve.add_argument("--model_config_file_poll_wait_seconds", type=float, default=0,
+                       help="re-read --model_config_file this often; 0: never (default)")
+    serve.add_argument("--file_system_poll_wait_seconds", type=float, default=1,
+                       help="poll base paths for new versions this often; 0: once at start "
+                            "(default: %(default)s)")
+    serve.add_argument("--saved_model_tags", default="serve", help="meta graph tags (default: %(default)s)")
+    serve.add_argument("--grpc_channel_arguments", default="",
+                       help="comma-separated key=value gRPC arguments, e.g. "
+                            "grpc.max_receive_message_length=8388608 (also bounds REST bodies; "
+                            "default limit 64 MiB)")
+    serve.add_argument("--grpc_max_threads", type=int, default=16,
+                       help="gRPC worker threads (default: %(default)s)")
+    serve.add_argument("--rest_api_num_threads", type=int, default=16,
+                       help="REST requests served at once (default: %(default)s)")
+    serve.add_argument("--enable_batching", action="store_true",
+                       help="read --batching_parameters_file (its max_batch_size bounds requests; "
+                            "this server does not merge requests)")
+    serve.add_argument("--batching_parameters_file", default="")
+    serve.add_argument("--monitoring_config_file", default="",
+                       help="MonitoringConfig text proto; prometheus_config serves request counts")
+    serve.add_argument("--tensorflow_intra_op_parallelism", type=int, default=0)
+    serve.add_argument("--tensorflow_inter_op_parallelism", type=int, default=0)
+    # Not tensorflow_model_server flags: this server's own.
+    serve.add_argument("--bind_address", default="127.0.0.1",
+                       help="[local server only] address to listen on; 0.0.0.0 for all "
+                            "interfaces (default: %(default)s)")
+    serve.add_argument("--max_batch_size", type=int, default=256,
+                       help="[local server only] largest batch (rows) a request may carry "
+                            "(default: %(default)s)")
+    serve.set_defaults(func=run_serve)
+
+
+def resolve_model_argument(name: str) -> str:
+    if name == "demo":
+        from align_tf.assets import demo_model_path
+
+        return demo_model_path()
+    return name
+
+
+def run_export(args) -> int:
+    from align_tf.export import export_saved_model, non_core_ops
+    from align_tf.models.align import AlignModel
+    from align_tf.preprocessing.processor import AlignProcessor
+
+    source = resolve_model_argument(args.model)
+    model = AlignModel.from_pretrained(source)
+    processor = AlignProcessor.from_pretrained(source)
+    target = export_saved_model(model, processor, args.output, args.version,
+                                check_ops=args.check_ops, overwrite=args.overwrite)
+    extra = sorted(non_core_ops(target))
+    print(f"exported {args.model} -> {target}")
+    print("signatures: serving_default (= classify), embed_text, embed_image, embed_pixels, "
+          "embed_tokens, similarity")
+    print(f"non-core ops: {', '.join(extra) if extra else 'none'} (all linked by TF Serving 2.20)")
+    return 0
+
+
+def run_serve(args) -> int:
+    from align_tf.serving.server import serve
+
+    return serve(args)
