@@ -31,6 +31,22 @@ def stride2_padding(kernel_size: int, adjust: bool = True) -> tuple[tuple[int, i
     return (pad, pad)
 
 
+def conv_bn(x, conv, bn, training, fold):
+    """`bn(conv(x))`; in inference with `fold`, one convolution with BatchNorm folded into its
+    kernel and a bias (fewer passes over the activations; oneDNN fuses conv+bias+activation)."""
+    if training or not fold:
+        return bn(conv(x), training=training)
+    scale = bn.gamma * ops.rsqrt(bn.moving_variance + bn.epsilon)
+    bias = bn.beta - bn.moving_mean * scale
+    if isinstance(conv, layers.DepthwiseConv2D):
+        kernel = conv.kernel * ops.reshape(scale, (1, 1, -1, 1))
+        y = ops.depthwise_conv(x, ops.cast(kernel, x.dtype), conv.strides, conv.padding)
+    else:
+        kernel = conv.kernel * scale
+        y = ops.conv(x, ops.cast(kernel, x.dtype), conv.strides, conv.padding)
+    return y + ops.cast(bias, x.dtype)
+
+
 class AlignVisionEmbeddings(layers.Layer):
     """Stem: pad (0, 1) bottom/right, 3x3 stride-2 valid conv, BatchNorm, activation."""
 
@@ -57,9 +73,9 @@ class AlignVisionEmbeddings(layers.Layer):
         self.batchnorm.build((None, None, None, self.out_dim))
         self.built = True
 
-    def call(self, pixel_values, training=False):
-        x = self.convolution(self.padding(pixel_values))
-        return self.activation(self.batchnorm(x, training=training))
+    def call(self, pixel_values, training=False, fold_batch_norm=True):
+        x = self.padding(pixel_values)
+        return self.activation(conv_bn(x, self.convolution, self.batchnorm, training, fold_batch_norm))
 
     def get_config(self):
         config = super().get_config()
@@ -166,15 +182,16 @@ class AlignVisionBlock(layers.Layer):
         self.project_bn.build((None, None, None, self.out_dim))
         self.built = True
 
-    def call(self, inputs, training=False):
+    def call(self, inputs, training=False, fold_batch_norm=True):
         x = inputs
+        fold = fold_batch_norm
         if self.expand:
-            x = self.activation(self.expand_bn(self.expand_conv(x), training=training))
+            x = self.activation(conv_bn(x, self.expand_conv, self.expand_bn, training, fold))
         if self.stride == 2:
             x = self.depthwise_conv_pad(x)
-        x = self.activation(self.depthwise_norm(self.depthwise_conv(x), training=training))
+        x = self.activation(conv_bn(x, self.depthwise_conv, self.depthwise_norm, training, fold))
         x = self.squeeze_excite(x)
-        x = self.project_bn(self.project_conv(x), training=training)
+        x = conv_bn(x, self.project_conv, self.project_bn, training, fold)
         if self.apply_residual:
             if self.drop_rate > 0:
                 x = self.drop_connect(x, training=training)
@@ -246,13 +263,15 @@ class AlignVisionModel(PretrainedMixin, keras.Model):
             block.build((None, None, None, block.in_dim))
         self.built = True
 
-    def call(self, pixel_values, training=False, output_hidden_states=False):
+    def call(self, pixel_values, training=False, output_hidden_states=False, fold_batch_norm=True):
+        """`fold_batch_norm` (inference only) folds BatchNorm into the convolutions in-graph:
+        same numbers within float rounding, fewer passes over the activations."""
         if isinstance(pixel_values, dict):
             pixel_values = pixel_values["pixel_values"]
-        x = self.embeddings(pixel_values, training=training)
+        x = self.embeddings(pixel_values, training=training, fold_batch_norm=fold_batch_norm)
         hidden_states = [x]
         for block in self.blocks:
-            x = block(x, training=training)
+            x = block(x, training=training, fold_batch_norm=fold_batch_norm)
             hidden_states.append(x)
         if self.config.pooling_type == "mean":
             pooled = ops.mean(x, axis=(1, 2))
