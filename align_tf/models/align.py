@@ -14,6 +14,14 @@ from align_tf.models.pretrained import PretrainedMixin
 TEXT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 
 
+def _eager_tensorflow() -> bool:
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    return tf.executing_eagerly()
+
+
 def l2_normalize(x):
     x = ops.cast(x, "float32")
     return x / ops.sqrt(ops.sum(ops.square(x), axis=-1, keepdims=True))
@@ -33,7 +41,7 @@ class AlignModel(PretrainedMixin, keras.Model):
     checkpoint_prefix = ""
 
     def __init__(self, config: AlignConfig | dict | None = None, label_smoothing: float = 0.1,
-                 min_temperature: float | None = None, **kwargs):
+                 min_temperature: float | None = None, gather_negatives: bool = True, **kwargs):
         super().__init__(**kwargs)
         if config is None:
             config = AlignConfig()
@@ -42,6 +50,9 @@ class AlignModel(PretrainedMixin, keras.Model):
         self.config = config
         self.label_smoothing = label_smoothing
         self.min_temperature = min_temperature
+        # Negatives from the whole global batch (all replicas), as ALIGN trains; False is the
+        # per-replica ablation.
+        self.gather_negatives = gather_negatives
         self.text_model = AlignTextModel(config.text_config, name="text_model", dtype=self.dtype_policy)
         self.vision_model = AlignVisionModel(config.vision_config, name="vision_model",
                                              dtype=self.dtype_policy)
@@ -53,6 +64,10 @@ class AlignModel(PretrainedMixin, keras.Model):
             name="temperature", shape=(),
             initializer=keras.initializers.Constant(config.temperature_init_value),
             dtype="float32")
+        # Running means of what `train_step` / `test_step` report (reset every epoch by Keras).
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.image_to_text_accuracy = keras.metrics.Mean(name="image_to_text_accuracy")
+        self.text_to_image_accuracy = keras.metrics.Mean(name="text_to_image_accuracy")
 
     def build(self, input_shape=None):
         self.text_model.build()
@@ -62,7 +77,14 @@ class AlignModel(PretrainedMixin, keras.Model):
 
     # -- features -------------------------------------------------------------------------
     def get_image_features(self, pixel_values, training=False):
-        """Pooled trunk output [N, projection_dim], not normalised (HF `get_image_features`)."""
+        """Pooled trunk output [N, projection_dim], not normalised (HF `get_image_features`).
+
+        Called eagerly under TensorFlow for inference, it runs one compiled graph
+        (align_tf.inference) instead of op-by-op."""
+        if not training and _eager_tensorflow():
+            from align_tf import inference
+
+            return inference.run_image_features(self, pixel_values)
         return self.vision_model(pixel_values, training=training)["pooler_output"]
 
     def get_text_features(self, input_ids, attention_mask=None, token_type_ids=None, training=False):
@@ -71,6 +93,10 @@ class AlignModel(PretrainedMixin, keras.Model):
             attention_mask = input_ids.get("attention_mask", attention_mask)
             token_type_ids = input_ids.get("token_type_ids", token_type_ids)
             input_ids = input_ids["input_ids"]
+        if not training and _eager_tensorflow():
+            from align_tf import inference
+
+            return inference.run_text_features(self, input_ids, attention_mask, token_type_ids)
         text = self.text_model.call(input_ids, attention_mask=attention_mask,
                                     token_type_ids=token_type_ids, training=training)
         return self.text_projection(text["last_hidden_state"][:, 0])
@@ -101,9 +127,79 @@ class AlignModel(PretrainedMixin, keras.Model):
         """The reference loss (`return_loss=True`) for one batch of matching pairs."""
         return losses.align_loss(outputs["logits_per_text"], self.label_smoothing)
 
+    # -- training: model.fit / model.evaluate (TensorFlow backend) -------------------------
+    # Each replica embeds its share of the batch, gathers every replica's embeddings
+    # (align_tf.training.distributed, TF-only, imported here so the towers stay backend-free)
+    # and scores its own rows against the global batch.
+    def _replica_contrastive_loss(self, data, training: bool):
+        from align_tf.training.distributed import GlobalBatch
+
+        inputs = keras.utils.unpack_x_y_sample_weight(data)[0]
+        # A frozen tower runs in inference mode: BatchNorm keeps its statistics, no dropout.
+        image = l2_normalize(self.get_image_features(
+            inputs["pixel_values"], training=training and self.vision_model.trainable))
+        text = l2_normalize(self.get_text_features(
+            inputs["input_ids"], inputs.get("attention_mask"), inputs.get("token_type_ids"),
+            training=training and self.text_model.trainable))
+        batch = GlobalBatch(text, image, gather=self.gather_negatives)
+        loss, text_to_image, image_to_text, labels = losses.local_contrastive_loss(
+            text, image, batch.text_embeds, batch.image_embeds, self.effective_temperature(),
+            batch.offset, self.label_smoothing)
+        return loss, batch.share, text_to_image, image_to_text, labels
+
+    def _step_logs(self, loss, text_to_image, image_to_text, labels):
+        from align_tf.training.distributed import logs_for_keras
+
+        def accuracy(logits):
+            hits = ops.equal(ops.cast(ops.argmax(logits, axis=-1), "int32"), labels)
+            return ops.mean(ops.cast(hits, "float32"))
+
+        self.loss_tracker.update_state(loss)
+        self.image_to_text_accuracy.update_state(accuracy(image_to_text))
+        self.text_to_image_accuracy.update_state(accuracy(text_to_image))
+        logs = {metric.name: metric.result() for metric in self.metrics}
+        logs["temperature"] = ops.convert_to_tensor(self.effective_temperature())
+        return logs_for_keras(logs)
+
+    def train_step(self, data):
+        import tensorflow as tf
+
+        variables = self.trainable_variables
+        with tf.GradientTape() as tape:
+            loss, share, text_to_image, image_to_text, labels = self._replica_contrastive_loss(
+                data, training=True)
+            total = loss + ops.sum(self.losses) if self.losses else loss
+            # The optimizer sums gradients over replicas: weighting each replica's mean by its
+            # share of the global batch makes the step equal the single-device step.
+            scaled = self.optimizer.scale_loss(total * share)  # loss scaling under mixed_float16
+        gradients = tape.gradient(scaled, variables)
+        # Weights outside the contrastive path (BERT's pooler) get no gradient: skip them.
+        pairs = [(g, v) for g, v in zip(gradients, variables) if g is not None]
+        self.optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
+        return self._step_logs(loss, text_to_image, image_to_text, labels)
+
+    def test_step(self, data):
+        loss, _, text_to_image, image_to_text, labels = self._replica_contrastive_loss(
+            data, training=False)
+        return self._step_logs(loss, text_to_image, image_to_text, labels)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras's version needs a sample batch and breaks on dict batches under
+        # MultiWorkerMirroredStrategy; this model builds from its config (see build_for_fit).
+        if self._distribute_strategy is None:
+            return
+        from align_tf.training.distributed import build_for_fit
+
+        build_for_fit(self)
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.image_to_text_accuracy, self.text_to_image_accuracy]
+
     def get_config(self):
         return {"config": self.config.to_dict(), "label_smoothing": self.label_smoothing,
-                "min_temperature": self.min_temperature, "name": self.name}
+                "min_temperature": self.min_temperature,
+                "gather_negatives": self.gather_negatives, "name": self.name}
 
     @classmethod
     def from_config(cls, config):
