@@ -74,7 +74,7 @@ def _assert_not_empty(tensor, name: str, what: str):
 
 
 def _crop_hw(image_processor) -> tuple[int | None, int | None]:
-    crop = getattr(image_processor, "crop_size", None)
+    crop = getattr(image_processor, "output_size", None) or getattr(image_processor, "crop_size", None)
     if isinstance(crop, dict):
         crop = (crop.get("height"), crop.get("width"))
     if isinstance(crop, int):
