@@ -33,23 +33,15 @@ def progress_bar(total: int, desc: str, progress):
 class Embedder:
     """Batched, normalised embeddings from a dual-encoder model and its processor.
 
-    `graph=True` runs the towers as `tf.function`s (worth it for large jobs with a big model;
-    the first batch of each shape pays for tracing).
+    AlignModel runs its towers as compiled graphs when called eagerly (align_tf.inference),
+    so batches here cost one graph call each.
     """
 
-    def __init__(self, model, processor, batch_size: int = 32, graph: bool = False,
-                 source: str | None = None):
+    def __init__(self, model, processor, batch_size: int = 32, source: str | None = None):
         self.model = model
         self.processor = processor
         self.batch_size = int(batch_size)
         self.source = source
-        self._text_fn = model.get_text_features
-        self._image_fn = model.get_image_features
-        if graph:
-            import tensorflow as tf
-
-            self._text_fn = tf.function(self._text_fn, reduce_retracing=True)
-            self._image_fn = tf.function(self._image_fn, reduce_retracing=True)
 
     @property
     def is_demo(self) -> bool:
@@ -89,15 +81,15 @@ class Embedder:
     # -- one batch ---------------------------------------------------------------------
     def _text_batch(self, texts):
         inputs = self.processor(text=texts)
-        features = self._text_fn(inputs["input_ids"], inputs.get("attention_mask"),
-                                 inputs.get("token_type_ids"))
+        features = self.model.get_text_features(
+            inputs["input_ids"], inputs.get("attention_mask"), inputs.get("token_type_ids"))
         return l2_normalize(features)
 
     def _image_batch(self, images):
         return self._pixel_batch(self.processor(images=images)["pixel_values"])
 
     def _pixel_batch(self, pixel_values):
-        return l2_normalize(self._image_fn(pixel_values))
+        return l2_normalize(self.model.get_image_features(pixel_values))
 
     def _embed(self, items, embed_batch, batch_size, progress, desc, on_batch):
         size = int(batch_size or self.batch_size)
@@ -125,14 +117,14 @@ def demo_model_folder() -> str:
     return demo_model_path()
 
 
-def load_embedder(model: str | None = None, batch_size: int = 32, graph: bool = False) -> Embedder:
+def load_embedder(model: str | None = None, batch_size: int = 32) -> Embedder:
     """An Embedder for a checkpoint folder or hub id, or the bundled demo model when None."""
     from align_tf.models.align import AlignModel
     from align_tf.preprocessing.processor import AlignProcessor
 
     folder = demo_model_folder() if model in (None, DEMO_MODEL) else model
     return Embedder(AlignModel.from_pretrained(folder), AlignProcessor.from_pretrained(folder),
-                    batch_size=batch_size, graph=graph,
+                    batch_size=batch_size,
                     source=DEMO_MODEL if model in (None, DEMO_MODEL) else model)
 
 
