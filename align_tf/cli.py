@@ -13,6 +13,7 @@ COMMAND_MODULES = [
     "align_tf.serving.commands",
     "align_tf.evaluation.commands",
     "align_tf.search_commands",
+    "align_tf.training.commands",
 ]
 
 

@@ -1,0 +1,27 @@
+"""Held-out zero-shot accuracy for the in-memory tasks (the demo shapes, the digits): embed each
+class name with the task's prompt, embed fresh images, count top-1 hits."""
+
+from __future__ import annotations
+
+import numpy as np
+
+PROMPT = "a photo of a {}."
+DIGITS_PROMPT = "a photo of {}."  # digit class names already read "the digit seven"
+
+
+def zero_shot_accuracy(model, processor, data, template: str | None = None,
+                       batch_size: int = 64) -> float:
+    """Top-1 accuracy of zero-shot classification of `data.images` (uint8, already at the
+    model's input size) over `data.class_names`, the truth being `data.labels`."""
+    from align_tf.evaluation.zero_shot import ZeroShotClassifier
+
+    if template is None:
+        template = DIGITS_PROMPT if data.class_names[0].startswith("the ") else PROMPT
+    classifier = ZeroShotClassifier(model, processor, data.class_names, templates=[template],
+                                    batch_size=batch_size)
+    pixel_values = np.concatenate([
+        np.asarray(processor.image_processor(list(data.images[i:i + batch_size])))
+        for i in range(0, len(data.images), batch_size)])
+    predicted = classifier.logits(pixel_values).argmax(axis=1)
+    truth = np.array([data.class_names.index(label) for label in data.labels])
+    return float(np.mean(predicted == truth))
