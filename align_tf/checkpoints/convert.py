@@ -141,32 +141,43 @@ def _ignored(key: str) -> bool:
     return key.endswith(IGNORED_SUFFIXES)
 
 
-def assign_state_dict(model, state: dict[str, np.ndarray], prefix: str = "", source: str = "") -> int:
-    """Set every variable of `model` from `state` (HF keys). Strict: any missing key, extra
-    key under `prefix` (weightless buffers aside) or shape mismatch raises
+def _shape(state, key) -> tuple:
+    shape_of = getattr(state, "shape_of", None)
+    return tuple(shape_of(key)) if shape_of else tuple(np.shape(state[key]))
+
+
+def _transformed_shape(transform: str, shape: tuple) -> tuple:
+    # A zero-strided view: transposes without touching memory.
+    return tuple(TO_KERAS[transform](np.broadcast_to(np.float32(0), shape)).shape)
+
+
+def _hf_shape(transform: str, keras_shape) -> tuple:
+    return tuple(TO_HF[transform](np.broadcast_to(np.float32(0), tuple(keras_shape))).shape)
+
+
+def assign_state_dict(model, state, prefix: str = "", source: str = "") -> int:
+    """Set every variable of `model` from `state` (HF keys -> arrays; a lazy mapping with a
+    `shape_of(key)` method is read one tensor at a time). Strict: any missing key, extra key
+    under `prefix` (weightless buffers aside) or shape mismatch raises
     `CheckpointMismatchError` before any variable is changed. Keys outside `prefix` (the other
     tower of a joint checkpoint, task heads) are not this model's. Returns the count assigned."""
     table = weight_table(model, prefix)
-    missing, mismatched, values = [], [], []
+    missing, mismatched = [], []
     for key, variable, transform in table:
         if key not in state:
-            missing.append((key, TO_HF[transform](np.zeros(variable.shape)).shape))
-            continue
-        array = TO_KERAS[transform](np.asarray(state[key]))
-        if tuple(array.shape) != tuple(variable.shape):
-            mismatched.append((key, np.asarray(state[key]).shape,
-                               TO_HF[transform](np.zeros(variable.shape)).shape))
-            continue
-        values.append((variable, array))
+            missing.append((key, _hf_shape(transform, variable.shape)))
+        elif _transformed_shape(transform, _shape(state, key)) != tuple(variable.shape):
+            mismatched.append((key, _shape(state, key), _hf_shape(transform, variable.shape)))
     used = {key for key, _, _ in table}
-    unexpected = [(k, np.shape(v)) for k, v in state.items()
+    unexpected = [(k, _shape(state, k)) for k in state
                   if k.startswith(prefix) and k not in used and not _ignored(k)
                   and not (k.startswith(prefix + "pooler.") and getattr(model, "pooler", 0) is None)]
     if missing or unexpected or mismatched:
         raise CheckpointMismatchError.from_keys(missing, unexpected, mismatched, source)
-    for variable, array in values:
-        variable.assign(array.astype(variable.dtype))
-    return len(values)
+    # One tensor at a time, so a lazy state dict never holds the whole checkpoint in memory.
+    for key, variable, transform in table:
+        variable.assign(TO_KERAS[transform](np.asarray(state[key])).astype(variable.dtype, copy=False))
+    return len(table)
 
 
 def export_state_dict(model, prefix=None) -> dict[str, np.ndarray]:

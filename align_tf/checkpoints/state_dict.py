@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -22,18 +23,58 @@ def find_weights_file(folder: str) -> str | None:
     return None
 
 
-def _load_safetensors(path: str) -> dict[str, np.ndarray]:
-    from safetensors import safe_open
-
-    out = {}
-    # framework="numpy" cannot read bfloat16; go through raw bytes for those.
-    with safe_open(path, framework="numpy") as f:
-        for key in f.keys():
-            out[key] = f.get_tensor(key)
-    return out
+_SAFETENSORS_DTYPES = {
+    "F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32,
+    "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_, "BF16": "bfloat16",
+}
 
 
-def read_state_dict(folder: str) -> tuple[dict[str, np.ndarray], str]:
+class LazySafetensors(Mapping):
+    """{key: array} over safetensors files, reading one tensor when it is asked for.
+
+    Plain reads, not a memory map: a mapped checkpoint stays resident and doubles the peak
+    memory of loading. Shapes come from the headers (`shape_of`), so checking a checkpoint
+    against a model reads no weights. bfloat16 tensors are widened to float32."""
+
+    def __init__(self, paths: list[str]):
+        self._entries = {}
+        for path in paths:
+            with open(path, "rb") as f:
+                header_len = int.from_bytes(f.read(8), "little")
+                header = json.loads(f.read(header_len))
+            header.pop("__metadata__", None)
+            for key, info in header.items():
+                if info["dtype"] not in _SAFETENSORS_DTYPES:
+                    raise ValueError(f"{path}: tensor {key} has unsupported dtype {info['dtype']}")
+                self._entries[key] = (path, 8 + header_len, info)
+
+    def __getitem__(self, key):
+        path, base, info = self._entries[key]
+        start, end = info["data_offsets"]
+        with open(path, "rb") as f:
+            f.seek(base + start)
+            raw = f.read(end - start)
+        dtype = _SAFETENSORS_DTYPES[info["dtype"]]
+        if dtype == "bfloat16":
+            array = (np.frombuffer(raw, np.uint16).astype(np.uint32) << 16).view(np.float32)
+        else:
+            array = np.frombuffer(raw, dtype)
+        return array.reshape(info["shape"])
+
+    def __iter__(self):
+        return iter(self._entries)
+
+    def __len__(self):
+        return len(self._entries)
+
+    def __contains__(self, key):
+        return key in self._entries
+
+    def shape_of(self, key) -> tuple:
+        return tuple(self._entries[key][2]["shape"])
+
+
+def read_state_dict(folder: str) -> tuple[Mapping[str, np.ndarray], str]:
     """(state dict, path it came from). Prefers safetensors; `pytorch_model.bin` is read with a
     restricted unpickler that never runs code from the file."""
     path = find_weights_file(folder)
@@ -47,8 +88,5 @@ def read_state_dict(folder: str) -> tuple[dict[str, np.ndarray], str]:
     if path.endswith(".json"):
         with open(path, encoding="utf-8") as f:
             shards = sorted(set(json.load(f)["weight_map"].values()))
-        state = {}
-        for shard in shards:
-            state.update(_load_safetensors(os.path.join(folder, shard)))
-        return state, path
-    return _load_safetensors(path), path
+        return LazySafetensors([os.path.join(folder, shard) for shard in shards]), path
+    return LazySafetensors([path]), path
