@@ -1,9 +1,8 @@
 """Inference throughput and peak memory: align-tf (TensorFlow backend) against the reference
 transformers AlignModel (PyTorch), same converted weights, same machine, same script.
 
-Each implementation runs in its own worker process (so one framework's spinning thread pools
-never steal the CPU from the other); runs alternate between the two, each figure is the median
-of --repeats runs, and peak memory is each worker's peak RSS.
+Each implementation runs in its own worker process (benchmarks/paired.py); runs alternate,
+each figure is the median of --repeats runs, and peak memory is each worker's peak RSS.
 Writes benchmarks/results/inference.json (and a throughput-vs-batch PNG).
 
     python benchmarks/bench_inference.py                 # align-base size, batches 1 8 32
@@ -15,10 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sys
 import tempfile
-import time
 
 import numpy as np
 
@@ -27,6 +24,7 @@ ROOT = os.path.dirname(HERE)
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
 
 from machine_info import machine_info  # noqa: E402
+from paired import Pair, serve  # noqa: E402
 
 # Real-looking alt-text captions (median about 12 wordpieces with [CLS]/[SEP]).
 CAPTIONS = [
@@ -82,99 +80,57 @@ def tokenize(captions, fixed_64):
 
 
 def worker(which, folder, conn):
-    """One implementation in its own process (so neither framework's thread pools spin while
-    the other runs); answers timing jobs from the parent, one at a time."""
-    if which == "reference":
-        import torch
-        import transformers
+    def setup():
+        if which == "reference":
+            import torch
+            import transformers
 
-        torch.set_num_threads(os.cpu_count())
-        model = transformers.AlignModel.from_pretrained(folder).eval()
+            torch.set_num_threads(os.cpu_count())
+            model = transformers.AlignModel.from_pretrained(folder).eval()
 
-        def image(pixels):
-            with torch.inference_mode():
-                return model.get_image_features(
-                    pixel_values=torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()).pooler_output.numpy()
+            def image(pixels):
+                with torch.inference_mode():
+                    return model.get_image_features(
+                        pixel_values=torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()).pooler_output.numpy()
 
-        def text(tokens):
-            with torch.inference_mode():
-                return model.get_text_features(
-                    **{k: torch.from_numpy(v).long() for k, v in tokens.items()}).pooler_output.numpy()
-    else:
-        from align_tf.models.align import AlignModel
+            def text(tokens):
+                with torch.inference_mode():
+                    return model.get_text_features(
+                        **{k: torch.from_numpy(v).long() for k, v in tokens.items()}).pooler_output.numpy()
+        else:
+            from align_tf.models.align import AlignModel
 
-        model = AlignModel.from_pretrained(folder)
+            model = AlignModel.from_pretrained(folder)
 
-        def image(pixels):
-            return np.asarray(model.get_image_features(pixels))
+            def image(pixels):
+                return np.asarray(model.get_image_features(pixels))
 
-        def text(tokens):
-            return np.asarray(model.get_text_features(**tokens))
+            def text(tokens):
+                return np.asarray(model.get_text_features(**tokens))
+        return {"image": image, "text": text}
 
-    conn.send({"loaded_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
-    while True:
-        job = conn.recv()
-        if job is None:
-            conn.send({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
-            return
-        kind, data, runs = job
-        fn = image if kind == "image" else text
-        out, times = None, []
-        for _ in range(runs):
-            start = time.perf_counter()
-            out = fn(data)
-            times.append(time.perf_counter() - start)
-        conn.send({"times": times, "output": out})
+    serve(conn, setup)
 
 
 def run_benchmark(args):
-    import multiprocessing as mp
-
-    folder = make_checkpoint()
-    ctx = mp.get_context("spawn")
-    workers = {}
-    for which in ("reference", "ours"):
-        parent, child = ctx.Pipe()
-        proc = ctx.Process(target=worker, args=(which, folder, child), daemon=True)
-        proc.start()
-        workers[which] = (proc, parent)
-        print(f"{which} loaded: {parent.recv()}", flush=True)
-
-    def timed(kind, data, batch):
-        for _, conn in workers.values():  # warm-up (our single trace happens here)
-            conn.send((kind, data, 1))
-            conn.recv()
-        samples = {"reference": [], "ours": []}
-        outputs = {}
-        for _ in range(args.repeats):  # alternate the two implementations
-            for which, (_, conn) in workers.items():
-                conn.send((kind, data, 1))
-                answer = conn.recv()
-                samples[which].append(answer["times"][0])
-                outputs[which] = answer["output"]
-        r, o = float(np.median(samples["reference"])), float(np.median(samples["ours"]))
-        diff = float(np.max(np.abs(outputs["reference"] - outputs["ours"])))
-        return {"reference_per_s": batch / r, "ours_per_s": batch / o, "ratio": r / o,
-                "max_abs_diff": diff}
-
+    pair = Pair(worker, (make_checkpoint(),))
     results = {"image": {}, "text_fixed_64": {}, "text_captions": {}}
     rng = np.random.default_rng(1)
-    for batch in args.batches:
-        pixels = rng.uniform(-1, 1, (batch, args.image_size, args.image_size, 3)).astype(np.float32)
-        results["image"][batch] = row = timed("image", pixels, batch)
-        print(f"image batch {batch}: {row}", flush=True)
-        captions = [CAPTIONS[i % len(CAPTIONS)] for i in range(batch)]
-        for kind, fixed in (("text_fixed_64", True), ("text_captions", False)):
-            results[kind][batch] = row = timed("text", tokenize(captions, fixed), batch)
-            print(f"{kind} batch {batch}: {row}", flush=True)
-    memory = {}
-    for which, (proc, conn) in workers.items():
-        conn.send(None)
-        memory[which] = conn.recv()["peak_rss_mib"]
-        proc.join(timeout=60)
-    memory["ratio"] = memory["ours"] / memory["reference"]
-    results["peak_rss_mib"] = memory
-    print(f"peak RSS (MiB, whole worker process): {memory}", flush=True)
+    try:
+        for batch in args.batches:
+            pixels = rng.uniform(-1, 1, (batch, args.image_size, args.image_size, 3)).astype(np.float32)
+            results["image"][batch] = row = pair.compare("image", pixels, batch, args.repeats)
+            print(f"image batch {batch}: ratio {row['ratio']:.2f} ({row['reference_per_s']:.2f} -> "
+                  f"{row['ours_per_s']:.2f} images/s)", flush=True)
+            captions = [CAPTIONS[i % len(CAPTIONS)] for i in range(batch)]
+            for kind, fixed in (("text_fixed_64", True), ("text_captions", False)):
+                row = pair.compare("text", tokenize(captions, fixed), batch, args.repeats)
+                results[kind][batch] = row
+                print(f"{kind} batch {batch}: ratio {row['ratio']:.2f} ({row['reference_per_s']:.1f} -> "
+                      f"{row['ours_per_s']:.1f} texts/s)", flush=True)
+    finally:
+        results["memory"] = pair.close()
+    print(f"memory (MiB, whole worker process): {results['memory']}", flush=True)
     results["caption_median_tokens"] = float(np.median(tokenize(CAPTIONS, False)["attention_mask"].sum(1)))
     return results
 

@@ -1,0 +1,79 @@
+"""Two implementations side by side, each in its own worker process, timed alternately.
+
+Each framework's thread pools spin for a while after work; in one process they steal the CPU
+from each other (PyTorch's OpenMP barriers suffer most on 2 cores). A worker blocks on its pipe
+while the other runs, so neither is disturbed, and each worker's peak RSS is its own memory.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import resource
+import time
+
+import numpy as np
+
+
+def serve(conn, setup) -> None:
+    """Worker loop: `setup()` returns {job kind: fn(data) -> output}; answer jobs until None."""
+    jobs = setup()
+    conn.send({"loaded_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+    while True:
+        job = conn.recv()
+        if job is None:
+            conn.send({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+            return
+        kind, data = job
+        start = time.perf_counter()
+        output = jobs[kind](data)
+        conn.send({"seconds": time.perf_counter() - start, "output": output})
+
+
+class Pair:
+    """`Pair(worker, args)`: starts `worker(which, *args, conn)` for which in (reference, ours)."""
+
+    NAMES = ("reference", "ours")
+
+    def __init__(self, worker, args=()):
+        ctx = mp.get_context("spawn")
+        self.workers = {}
+        self.loaded = {}
+        for which in self.NAMES:
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=worker, args=(which, *args, child), daemon=True)
+            proc.start()
+            self.workers[which] = (proc, parent)
+        for which, (_, conn) in self.workers.items():
+            self.loaded[which] = conn.recv()["loaded_rss_mib"]
+
+    def _run(self, which, kind, data):
+        conn = self.workers[which][1]
+        conn.send((kind, data))
+        return conn.recv()
+
+    def compare(self, kind, data, items: int, repeats: int) -> dict:
+        """One warm-up each, then `repeats` alternating runs; medians and their ratio."""
+        for which in self.NAMES:
+            self._run(which, kind, data)
+        seconds = {which: [] for which in self.NAMES}
+        outputs = {}
+        for _ in range(repeats):
+            for which in self.NAMES:
+                answer = self._run(which, kind, data)
+                seconds[which].append(answer["seconds"])
+                outputs[which] = answer["output"]
+        ref, ours = (float(np.median(seconds[w])) for w in self.NAMES)
+        row = {"reference_per_s": items / ref, "ours_per_s": items / ours, "ratio": ref / ours,
+               "reference_s": seconds["reference"], "ours_s": seconds["ours"]}
+        if outputs["reference"] is not None and outputs["ours"] is not None:
+            row["max_abs_diff"] = float(np.max(np.abs(np.asarray(outputs["reference"]) - np.asarray(outputs["ours"]))))
+        return row
+
+    def close(self) -> dict:
+        peak = {}
+        for which, (proc, conn) in self.workers.items():
+            conn.send(None)
+            peak[which] = conn.recv()["peak_rss_mib"]
+            proc.join(timeout=60)
+        return {"peak_rss_mib": peak, "loaded_rss_mib": self.loaded,
+                "ratio_peak": peak["ours"] / peak["reference"]}
