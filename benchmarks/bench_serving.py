@@ -1,0 +1,219 @@
+"""Serving throughput and latency over gRPC: `embed_text` with one short string and `embed_image`
+with one JPEG per request, at the align-base size (random weights) and with the demo model.
+
+For each model: export a SavedModel, start `align-tf serve` as a subprocess on 127.0.0.1 (or
+use --target to measure a server that is already running, e.g. real TF Serving on a GPU), warm
+it up, then send --requests requests from each of --concurrency client threads and record
+requests/s and p50/p99 latency. Writes benchmarks/results/serving.json with the machine, the
+date and the load average (other processes on the machine slow every figure down).
+
+    python benchmarks/bench_serving.py                          # align-base and demo
+    python benchmarks/bench_serving.py --models demo --requests 20
+    python benchmarks/bench_serving.py --target localhost:8500 --model-name align --models served
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
+
+from machine_info import machine_info  # noqa: E402
+
+SHORT_TEXT = "a photo of a cat"
+
+
+def one_jpeg() -> bytes:
+    """A real photo (scikit-image's "chelsea" the cat, 451x300) as JPEG, else a noise image."""
+    from PIL import Image
+
+    try:
+        from skimage import data
+
+        pixels = data.chelsea()
+    except Exception:  # scikit-image missing: any JPEG measures the same decode path
+        pixels = np.random.default_rng(0).integers(0, 256, (300, 451, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def build(model_kind: str):
+    """(model, processor) for "align-base" (random weights, full size) or "demo"."""
+    from align_tf.models.align import AlignModel
+    from align_tf.preprocessing.processor import AlignProcessor
+
+    if model_kind == "demo":
+        from align_tf.assets import demo_model_path
+
+        folder = demo_model_path()
+        return AlignModel.from_pretrained(folder), AlignProcessor.from_pretrained(folder)
+    from align_tf.configuration import AlignConfig
+    from align_tf.preprocessing.image import AlignImageProcessor
+    from align_tf.preprocessing.tokenizer import AlignTokenizer
+    from support import minilm_folder
+
+    model = AlignModel(AlignConfig())
+    model.build()
+    tokenizer = AlignTokenizer(os.path.join(minilm_folder(), "vocab.txt"), max_length=64)
+    return model, AlignProcessor(tokenizer, AlignImageProcessor())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(base: str, log_path: str, threads: int):
+    grpc_port = free_port()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
+    argv = [sys.executable, "-m", "align_tf.cli", "serve", "--model_name", "align",
+            "--model_base_path", base, "--port", str(grpc_port), "--grpc_max_threads", str(threads)]
+    log = open(log_path, "w")
+    process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+    return process, f"127.0.0.1:{grpc_port}"
+
+
+def measure(client_factory, signature: str, payload, requests: int, concurrency: int,
+            time_limit: float) -> dict:
+    """`concurrency` threads, each with its own client, `requests` requests each (stopping
+    early at `time_limit` seconds)."""
+    latencies, errors = [], []
+    lock = threading.Lock()
+    deadline = time.monotonic() + time_limit
+
+    def worker():
+        client = client_factory()
+        call = client.embed_text if signature == "embed_text" else client.embed_image
+        for _ in range(requests):
+            if time.monotonic() > deadline:
+                break
+            start = time.perf_counter()
+            try:
+                call(payload)
+            except Exception as e:  # counted and reported, not raised: a benchmark run finishes
+                with lock:
+                    errors.append(repr(e)[:200])
+                continue
+            with lock:
+                latencies.append(time.perf_counter() - start)
+        client.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=time_limit + 120)
+    wall = time.perf_counter() - start
+    ms = np.array(latencies) * 1000
+    return {
+        "signature": signature, "concurrency": concurrency, "requests": len(latencies),
+        "errors": len(errors), "first_errors": errors[:3], "seconds": round(wall, 3),
+        "requests_per_s": round(len(latencies) / wall, 2) if latencies else 0.0,
+        "p50_ms": round(float(np.percentile(ms, 50)), 2) if len(ms) else None,
+        "p99_ms": round(float(np.percentile(ms, 99)), 2) if len(ms) else None,
+        "mean_ms": round(float(ms.mean()), 2) if len(ms) else None,
+    }
+
+
+def load_average() -> list[float] | None:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["align-base", "demo"],
+                        help="align-base, demo, or 'served' with --target (default: %(default)s)")
+    parser.add_argument("--target", default=None, help="measure this running gRPC server instead")
+    parser.add_argument("--model-name", default="align")
+    parser.add_argument("--requests", type=int, default=50, help="requests per client thread")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--time-limit", type=float, default=120.0, help="seconds per measurement")
+    parser.add_argument("--output", default=os.path.join(HERE, "results", "serving.json"))
+    parser.add_argument("--note", default="", help="free text stored with the results")
+    args = parser.parse_args(argv)
+
+    from align_tf.serving.client import AlignServingClient
+
+    jpeg = one_jpeg()
+    results = {"machine": machine_info(), "load_average_start": load_average(),
+               "server": "real server at " + args.target if args.target else
+               "align-tf serve (the local stand-in, Python gRPC, CPU)",
+               "note": args.note, "jpeg_bytes": len(jpeg), "text": SHORT_TEXT, "runs": []}
+    for kind in args.models:
+        workdir = tempfile.mkdtemp(prefix="bench_serving_")
+        process = None
+        try:
+            if args.target:
+                target = args.target
+            else:
+                if kind == "demo":
+                    try:
+                        import align_tf.assets  # noqa: F401
+                    except ImportError:
+                        print("demo model not available (align_tf.assets missing): skipped")
+                        results["runs"].append({"model": kind, "skipped": "align_tf.assets not available"})
+                        continue
+                from align_tf.export import export_saved_model
+
+                model, processor = build(kind)
+                base = os.path.join(workdir, "align")
+                started = time.perf_counter()
+                export_saved_model(model, processor, base)
+                export_s = time.perf_counter() - started
+                del model
+                process, target = start_server(base, os.path.join(workdir, "server.log"), max(args.concurrency) * 2)
+            client = AlignServingClient(target, args.model_name, timeout=300)
+            client.wait_until_available(timeout=600)
+            for _ in range(args.warmup):
+                client.embed_text([SHORT_TEXT])
+                client.embed_image([jpeg])
+            client.close()
+            for signature, payload in (("embed_text", [SHORT_TEXT]), ("embed_image", [jpeg])):
+                for concurrency in args.concurrency:
+                    run = measure(lambda: AlignServingClient(target, args.model_name, timeout=300),
+                                  signature, payload, args.requests, concurrency, args.time_limit)
+                    run["model"] = kind
+                    if not args.target:
+                        run["export_s"] = round(export_s, 1)
+                    print(json.dumps(run))
+                    results["runs"].append(run)
+        finally:
+            if process is not None:
+                process.terminate()
+                try:
+                    process.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+            shutil.rmtree(workdir, ignore_errors=True)
+    results["load_average_end"] = load_average()
+    os.makedirs(os.path.dirname(args.output), exist_ok=True)
+    with open(args.output, "w") as f:
+        json.dump(results, f, indent=2)
+        f.write("\n")
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
