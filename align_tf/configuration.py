@@ -35,6 +35,17 @@ class _ConfigBase:
         return cls(**data)
 
     @classmethod
+    def coerce(cls, value):
+        """`value` as this config: None gives the defaults, a dict is read, a config is kept."""
+        if value is None:
+            return cls()
+        if isinstance(value, dict):
+            return cls.from_dict(value)
+        if not isinstance(value, cls):
+            raise TypeError(f"expected a {cls.__name__} or a dict, got {type(value).__name__}")
+        return value
+
+    @classmethod
     def from_config(cls, data: dict):
         return cls.from_dict(data)
 
@@ -278,14 +289,8 @@ class AlignConfig(_ConfigBase):
         **extra: Any,
     ):
         super().__init__(**extra)
-        if text_config is None:
-            text_config = AlignTextConfig()
-        elif isinstance(text_config, dict):
-            text_config = AlignTextConfig.from_dict(text_config)
-        if vision_config is None:
-            vision_config = AlignVisionConfig()
-        elif isinstance(vision_config, dict):
-            vision_config = AlignVisionConfig.from_dict(vision_config)
+        text_config = AlignTextConfig.coerce(text_config)
+        vision_config = AlignVisionConfig.coerce(vision_config)
         self.text_config = text_config
         self.vision_config = vision_config
         self.projection_dim = projection_dim

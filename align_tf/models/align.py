@@ -43,11 +43,7 @@ class AlignModel(PretrainedMixin, keras.Model):
     def __init__(self, config: AlignConfig | dict | None = None, label_smoothing: float = 0.1,
                  min_temperature: float | None = None, gather_negatives: bool = True, **kwargs):
         super().__init__(**kwargs)
-        if config is None:
-            config = AlignConfig()
-        elif isinstance(config, dict):
-            config = AlignConfig.from_dict(config)
-        self.config = config
+        self.config = config = AlignConfig.coerce(config)
         self.label_smoothing = label_smoothing
         self.min_temperature = min_temperature
         # Negatives from the whole global batch (all replicas), as ALIGN trains; False is the

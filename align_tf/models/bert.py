@@ -162,11 +162,7 @@ class AlignTextModel(PretrainedMixin, keras.Model):
 
     def __init__(self, config: AlignTextConfig | dict | None = None, add_pooling_layer=True, **kwargs):
         super().__init__(**kwargs)
-        if config is None:
-            config = AlignTextConfig()
-        elif isinstance(config, dict):
-            config = AlignTextConfig.from_dict(config)
-        self.config = config
+        self.config = config = AlignTextConfig.coerce(config)
         self.add_pooling_layer = add_pooling_layer
         c = config
         self.embeddings = AlignTextEmbeddings(

@@ -242,11 +242,7 @@ class AlignVisionModel(PretrainedMixin, keras.Model):
 
     def __init__(self, config: AlignVisionConfig | dict | None = None, **kwargs):
         super().__init__(**kwargs)
-        if config is None:
-            config = AlignVisionConfig()
-        elif isinstance(config, dict):
-            config = AlignVisionConfig.from_dict(config)
-        self.config = config
+        self.config = config = AlignVisionConfig.coerce(config)
         common = dict(batch_norm_eps=config.batch_norm_eps,
                       batch_norm_momentum=config.batch_norm_momentum,
                       hidden_act=config.hidden_act, dtype=self.dtype_policy)
