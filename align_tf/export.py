@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import tempfile
 from typing import Callable, Iterable
@@ -40,6 +39,9 @@ REFUSED_TEXT_OPS = {
     "RoundRobinTrim": "missing from the tf-text ops linked by TF Serving 2.12-2.19 (issue #2267)",
 }
 _XLA_ATTRS = ("_XlaMustCompile", "_XlaCompile", "_noinline_xla")
+# TF Serving replays these requests when it loads a version (--enable_model_warmup, on by
+# default), so the first real request does not pay for kernel selection and lazy init.
+WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 
 
 class ExportError(RuntimeError):
@@ -188,14 +190,16 @@ def next_version(base_path: str) -> int:
 
 
 def export_saved_model(model, processor, path: str, version: int | None = None, *,
-                       check_ops: bool = True, overwrite: bool = False,
+                       check_ops: bool = True, overwrite: bool = False, warmup: bool = True,
                        extra_functions: dict[str, Callable] | None = None) -> str:
     """Write `path/<version>/` (TF Serving's layout, tag `serve`) with every signature of the
     contract and return that folder. `version=None` takes the next free number.
 
     The SavedModel is written to a hidden folder and renamed into place once complete and
-    checked, so a server polling `path` never sees half a model. `extra_functions` (name ->
-    `tf.function` with an input signature) adds endpoints; they go through the same op check.
+    checked, so a server polling `path` never sees half a model. `warmup` writes
+    `assets.extra/tf_serving_warmup_requests` (one small request per signature that takes raw
+    input). `extra_functions` (name -> `tf.function` with an input signature) adds endpoints;
+    they go through the same op check.
     """
     import keras
 
@@ -225,6 +229,8 @@ def export_saved_model(model, processor, path: str, version: int | None = None, 
     staging = tempfile.mkdtemp(prefix=f".export-{version}-", dir=path)
     try:
         archive.write_out(staging, verbose=False)
+        if warmup:
+            write_warmup_requests(staging)
         if check_ops:
             check_serving_ops(staging)
         if os.path.exists(target):
@@ -234,6 +240,30 @@ def export_saved_model(model, processor, path: str, version: int | None = None, 
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return target
+
+
+def write_warmup_requests(version_dir: str) -> str | None:
+    """TF Serving's warm-up file: PredictionLog records for embed_text, embed_image and classify
+    with one short text and one small PNG. Skipped (None) without tensorflow-serving-api."""
+    try:
+        from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+    except ImportError:
+        return None
+    ramp = tf.cast(tf.reshape(tf.range(64 * 64 * 3) % 256, [64, 64, 3]), tf.uint8)
+    png = tf.io.encode_png(ramp).numpy()
+    requests = [("embed_text", {"text": [b"a photo"]}), ("embed_image", {"image_bytes": [png]}),
+                ("classify", {"image_bytes": [png], "text": [b"a photo", b"a drawing"]})]
+    path = os.path.join(version_dir, WARMUP_FILE)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with tf.io.TFRecordWriter(path) as writer:
+        for signature_name, inputs in requests:
+            request = predict_pb2.PredictRequest()
+            request.model_spec.signature_name = signature_name
+            for name, values in inputs.items():
+                request.inputs[name].CopyFrom(tf.make_tensor_proto(values, dtype=tf.string))
+            log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+            writer.write(log.SerializeToString())
+    return path
 
 
 # -- the op check -----------------------------------------------------------------------------

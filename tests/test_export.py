@@ -75,6 +75,12 @@ def test_layout_version_and_signature_contract(exported, signatures):
     assert os.path.basename(path) == "1" and os.path.isfile(os.path.join(path, "saved_model.pb"))
     assert export.next_version(os.path.dirname(path)) == 2
     assert not [n for n in os.listdir(os.path.dirname(path)) if n.startswith(".")]  # no staging left
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    warmup = [prediction_log_pb2.PredictionLog.FromString(r) for r in
+              tf.data.TFRecordDataset(os.path.join(path, export.WARMUP_FILE)).as_numpy_iterator()]
+    assert [w.predict_log.request.model_spec.signature_name for w in warmup] == \
+        ["embed_text", "embed_image", "classify"]
     assert set(export.ALL_SIGNATURES) <= set(signatures)
     expected_inputs = {
         "serving_default": {"image_bytes": (tf.string, [None]), "text": (tf.string, [None])},

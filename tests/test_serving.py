@@ -338,6 +338,7 @@ def test_sigterm_stops_the_server_cleanly(deployment):
     assert deployment.process.wait(timeout=60) == 0
     log = open(deployment.log).read()
     assert "Server stopped" in log and "Traceback" not in log
+    assert "{name: align version: 1} (3 warm-up requests)" in log  # export's warm-up file replayed
     with pytest.raises(ServingError) as info:
         deployment.client("grpc", retries=0, timeout=5).status()
     assert info.value.code == grpc.StatusCode.UNAVAILABLE

@@ -3,8 +3,6 @@ policies, labels, a broken version, config reloads, the REST JSON formats and Pr
 
 from __future__ import annotations
 
-import json
-import os
 import socket
 import urllib.error
 import urllib.request

@@ -59,10 +59,13 @@ def register(subparsers) -> None:
                        help="gRPC worker threads (default: %(default)s)")
     serve.add_argument("--rest_api_num_threads", type=int, default=16,
                        help="REST requests served at once (default: %(default)s)")
-    serve.add_argument("--enable_batching", action="store_true",
+    serve.add_argument("--enable_batching", type=_flag_bool, nargs="?", const=True, default=False,
                        help="read --batching_parameters_file (its max_batch_size bounds requests; "
                             "this server does not merge requests)")
     serve.add_argument("--batching_parameters_file", default="")
+    serve.add_argument("--enable_model_warmup", type=_flag_bool, nargs="?", const=True, default=True,
+                       help="replay assets.extra/tf_serving_warmup_requests when loading a version "
+                            "(default: true)")
     serve.add_argument("--monitoring_config_file", default="",
                        help="MonitoringConfig text proto; prometheus_config serves request counts")
     serve.add_argument("--tensorflow_intra_op_parallelism", type=int, default=0)
@@ -75,6 +78,16 @@ def register(subparsers) -> None:
                        help="[local server only] largest batch (rows) a request may carry "
                             "(default: %(default)s)")
     serve.set_defaults(func=run_serve)
+
+
+def _flag_bool(text: str) -> bool:
+    """TF Serving's booleans: `--flag`, `--flag=true`, `--flag=false`."""
+    value = text.strip().lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no"):
+        return False
+    raise ValueError(f"not a boolean: {text!r}")
 
 
 def resolve_model_argument(name: str) -> str:

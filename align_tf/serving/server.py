@@ -19,7 +19,6 @@ import threading
 import time
 from concurrent import futures
 from dataclasses import dataclass, field
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import grpc
@@ -77,10 +76,10 @@ def read_model_config_file(path: str) -> list[ModelConfig]:
         text_format.Parse(text, proto)
     except text_format.ParseError as e:
         raise ValueError(f"{path}: not a text-format ModelServerConfig: {e}") from None
-    return model_configs_from_proto(proto, os.path.dirname(os.path.abspath(path)))
+    return model_configs_from_proto(proto)
 
 
-def model_configs_from_proto(proto, relative_to: str = ".") -> list[ModelConfig]:
+def model_configs_from_proto(proto) -> list[ModelConfig]:
     if proto.WhichOneof("config") != "model_config_list":
         raise ValueError("only model_config_list is supported (not custom_model_config)")
     configs = []
@@ -88,9 +87,8 @@ def model_configs_from_proto(proto, relative_to: str = ".") -> list[ModelConfig]
         if c.model_platform not in ("", "tensorflow"):
             raise ValueError(f"model {c.name!r}: model_platform {c.model_platform!r}; only 'tensorflow'")
         policy = c.model_version_policy.WhichOneof("policy_choice") or "latest"
-        base_path = c.base_path if os.path.isabs(c.base_path) else os.path.join(relative_to, c.base_path)
-        configs.append(ModelConfig(
-            name=c.name, base_path=base_path, policy=policy,
+        configs.append(ModelConfig(  # a relative base_path is relative to the working directory
+            name=c.name, base_path=c.base_path, policy=policy,
             num_versions=max(1, c.model_version_policy.latest.num_versions or 1),
             versions=tuple(c.model_version_policy.specific.versions),
             version_labels=dict(c.version_labels)))
@@ -152,7 +150,8 @@ class LoadedVersion:
     """One loaded SavedModel version: its signature defs (as TF Serving reads them from
     saved_model.pb) and its callable signatures."""
 
-    def __init__(self, name: str, version: int, path: str, tags: tuple[str, ...] = ("serve",)):
+    def __init__(self, name: str, version: int, path: str, tags: tuple[str, ...] = ("serve",),
+                 warmup: bool = True):
         import tensorflow as tf
         import tensorflow_text  # noqa: F401  (registers the tokenizer's ops)
 
@@ -167,6 +166,29 @@ class LoadedVersion:
         self.loaded = tf.saved_model.load(path, tags=list(tags))
         self.functions = dict(self.loaded.signatures)
         self.input_specs = {name: fn.structured_input_signature[1] for name, fn in self.functions.items()}
+        self.warmup_requests = self.replay_warmup() if warmup else 0
+
+    def replay_warmup(self) -> int:
+        """Run `assets.extra/tf_serving_warmup_requests` (Predict records) as TF Serving does at
+        load time; a failing record fails the load."""
+        import tensorflow as tf
+        from tensorflow_serving.apis import prediction_log_pb2
+
+        from align_tf.export import WARMUP_FILE
+
+        path = os.path.join(self.path, WARMUP_FILE)
+        if not os.path.isfile(path):
+            return 0
+        count = 0
+        for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
+            log = prediction_log_pb2.PredictionLog.FromString(record)
+            if log.WhichOneof("log_type") != "predict_log":
+                continue  # classify / regress records: this server has no such API
+            request = log.predict_log.request
+            inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
+            self.run(request.model_spec.signature_name or "serving_default", inputs)
+            count += 1
+        return count
 
     def run(self, signature_name: str, inputs: dict, output_filter=(), max_batch_size=None) -> dict:
         import tensorflow as tf
@@ -227,9 +249,10 @@ class VersionState:
 class ServedModel:
     """A model name: the versions on disk under its base path, loaded per its version policy."""
 
-    def __init__(self, config: ModelConfig, tags: tuple[str, ...] = ("serve",)):
+    def __init__(self, config: ModelConfig, tags: tuple[str, ...] = ("serve",), warmup: bool = True):
         self.config = config
         self.tags = tags
+        self.warmup = warmup
         self.versions: dict[int, LoadedVersion] = {}
         self.states: dict[int, VersionState] = {}
         self._lock = threading.Lock()
@@ -264,7 +287,7 @@ class ServedModel:
             with self._lock:
                 self.states[version] = VersionState("LOADING")
             try:
-                loaded = LoadedVersion(self.config.name, version, path, self.tags)
+                loaded = LoadedVersion(self.config.name, version, path, self.tags, self.warmup)
             except Exception as e:  # a broken version must not take the server down
                 log.error("model %s version %d failed to load: %s", self.config.name, version, e)
                 self._failed[version] = stamp
@@ -274,7 +297,8 @@ class ServedModel:
             with self._lock:
                 self.versions[version] = loaded
                 self.states[version] = VersionState("AVAILABLE")
-            log.info("Successfully loaded servable version {name: %s version: %d}", self.config.name, version)
+            log.info("Successfully loaded servable version {name: %s version: %d} (%d warm-up requests)",
+                     self.config.name, version, loaded.warmup_requests)
         with self._lock:
             for version in [v for v in self.versions if v not in aspired]:
                 del self.versions[version]  # in-flight requests keep their reference
@@ -316,8 +340,10 @@ class ModelManager:
 
     def __init__(self, configs: list[ModelConfig], poll_seconds: float = 1.0,
                  max_batch_size: int | None = DEFAULT_MAX_BATCH_SIZE, tags=("serve",),
-                 config_file: str | None = None, config_file_poll_seconds: float = 0):
-        self.models = {c.name: ServedModel(c, tuple(tags)) for c in configs}
+                 config_file: str | None = None, config_file_poll_seconds: float = 0,
+                 warmup: bool = True):
+        self.warmup = warmup
+        self.models = {c.name: ServedModel(c, tuple(tags), warmup) for c in configs}
         self.poll_seconds = poll_seconds
         self.max_batch_size = max_batch_size
         self.tags = tuple(tags)
@@ -368,7 +394,8 @@ class ModelManager:
             updated = {}
             for c in configs:
                 keep = current.get(c.name)
-                updated[c.name] = keep if keep is not None and keep.config == c else ServedModel(c, self.tags)
+                updated[c.name] = keep if keep is not None and keep.config == c \
+                    else ServedModel(c, self.tags, self.warmup)
             self.models = updated
         self.poll()
 
@@ -823,7 +850,8 @@ def serve(args) -> int:
     manager = ModelManager(configs, poll_seconds=args.file_system_poll_wait_seconds,
                            max_batch_size=max_batch_size, tags=tuple(args.saved_model_tags.split(",")),
                            config_file=args.model_config_file,
-                           config_file_poll_seconds=args.model_config_file_poll_wait_seconds)
+                           config_file_poll_seconds=args.model_config_file_poll_wait_seconds,
+                           warmup=args.enable_model_warmup)
     if args.file_system_poll_wait_seconds >= 0:
         manager.poll()  # TF Serving loads what is there before it opens its ports
     manager.start_polling()
