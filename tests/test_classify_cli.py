@@ -1,0 +1,178 @@
+"""`align-tf classify` and `align-tf evaluate zero-shot / retrieval` on a tiny random model,
+checked against the model's own forward pass (`model(processor(text=..., images=...))`)."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from align_tf import cli
+from align_tf.evaluation import embedding
+from align_tf.evaluation.retrieval import retrieval_metrics
+
+CLASSES = ["red circle", "blue square", "green star"]
+
+
+def make_tiny_model_folder(folder: str) -> str:
+    """A random tiny ALIGN (real bert-base-uncased vocabulary, 32x32 crops) saved with its
+    processor files, loadable by `--model folder`."""
+    from support import minilm_folder, tiny_align_config
+
+    from align_tf.models.align import AlignModel
+    from align_tf.preprocessing.image import AlignImageProcessor
+    from align_tf.preprocessing.processor import AlignProcessor
+    from align_tf.preprocessing.tokenizer import AlignTokenizer
+
+    config = tiny_align_config()
+    config.text_config.vocab_size = 30522
+    model = AlignModel(config)
+    model.build()
+    processor = AlignProcessor(
+        AlignTokenizer(os.path.join(minilm_folder(), "vocab.txt"), max_length=16),
+        AlignImageProcessor(size=(40, 40), crop_size=(32, 32)))
+    model.save_pretrained(folder, processor=processor)
+    return folder
+
+
+def write_shape_images(folder: str, per_class: int = 2, seed: int = 0) -> dict:
+    """PNG files in one subfolder per class: {class name: [paths]}."""
+    from PIL import Image
+
+    from align_tf.data.synthetic import draw_shape
+
+    rng = np.random.default_rng(seed)
+    written = {}
+    for name in CLASSES:
+        colour, shape = name.split()
+        sub = os.path.join(folder, name.replace(" ", "_"))
+        os.makedirs(sub, exist_ok=True)
+        written[name] = []
+        for i in range(per_class):
+            path = os.path.join(sub, f"{i}.png")
+            Image.fromarray(draw_shape(rng, colour, shape, 48)).save(path)
+            written[name].append(path)
+    return written
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    folder = make_tiny_model_folder(str(root / "model"))
+    images = write_shape_images(str(root / "data"))
+    from align_tf.models.align import AlignModel
+    from align_tf.preprocessing.processor import AlignProcessor
+
+    return {"model_dir": folder, "data": str(root / "data"), "images": images,
+            "model": AlignModel.from_pretrained(folder),
+            "processor": AlignProcessor.from_pretrained(folder)}
+
+
+def run_cli(capsys, *argv):
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def model_probs(tiny, prompts, paths):
+    """The uncached reference: one forward pass of the model on prompts and images."""
+    outputs = tiny["model"](tiny["processor"](text=prompts, images=paths))
+    logits = np.asarray(outputs["logits_per_image"], np.float64)
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def test_classify_json_matches_the_models_forward_pass(tiny, capsys):
+    paths = sorted(p for name in CLASSES for p in tiny["images"][name])
+    code, out, err = run_cli(capsys, "classify", tiny["data"], "--labels", *CLASSES,
+                             "--top-k", 3, "--json", "--model", tiny["model_dir"])
+    assert code == 0, err
+    results = json.loads(out)
+    assert [r["image"] for r in results] == paths          # folder expanded recursively, sorted
+    probs = model_probs(tiny, [f"a photo of {c}." for c in CLASSES], paths)
+    for row, result in zip(probs, results):
+        assert [r["label"] for r in result["labels"]] == [CLASSES[i] for i in np.argsort(-row)]
+        np.testing.assert_allclose([r["score"] for r in result["labels"]], np.sort(row)[::-1],
+                                   rtol=1e-4, atol=1e-6)
+    assert "demo model" not in err
+
+
+def test_classify_table_glob_comma_labels_and_demo_note(tiny, capsys, monkeypatch):
+    # Without --model the bundled demo model is used and the user is told so; point the demo
+    # location at the tiny model so this test does not depend on the demo weights.
+    monkeypatch.setattr(embedding, "demo_model_folder", lambda: tiny["model_dir"])
+    pattern = os.path.join(tiny["data"], "*", "0.png")
+    code, out, err = run_cli(capsys, "classify", pattern, "--labels", "cat, dog",
+                             "--template", "a drawing of a {}.", "--top-k", 1)
+    assert code == 0, err
+    assert "demo model" in err and "--model kakaobrain/align-base" in err
+    lines = out.strip().splitlines()
+    assert lines[0].split() == ["image", "#1", "label", "(score)"]
+    assert len(lines) == 2 + len(CLASSES)
+    probs = model_probs(tiny, ["a drawing of a cat.", "a drawing of a dog."],
+                        sorted(tiny["images"][c][0] for c in CLASSES))
+    for line, row in zip(lines[2:], probs):
+        assert line.split()[1] == ["cat", "dog"][int(np.argmax(row))]
+        assert f"({row.max():.3f})" in line
+
+
+def test_classify_reports_missing_images(capsys, tmp_path):
+    code, out, err = run_cli(capsys, "classify", tmp_path / "nothing*.jpg", "--labels", "a", "b")
+    assert code == 2 and "no image files" in err
+
+
+def test_evaluate_zero_shot_writes_metrics_and_confusion_png(tiny, capsys, tmp_path):
+    out_dir = tmp_path / "eval"
+    code, out, err = run_cli(capsys, "evaluate", "zero-shot", "--data", tiny["data"],
+                             "--model", tiny["model_dir"], "--output", out_dir)
+    assert code == 0, err
+    results = json.loads((out_dir / "results.json").read_text())
+    names = sorted(CLASSES, key=lambda c: c.replace(" ", "_"))     # subfolder order
+    assert results["class_names"] == names
+    paths = [p for name in names for p in tiny["images"][name]]
+    labels = np.repeat(np.arange(len(names)), 2)
+    predicted = model_probs(tiny, [f"a photo of {c}." for c in names], paths).argmax(axis=1)
+    assert results["top1"] == pytest.approx(100 * np.mean(predicted == labels))
+    assert results["top5"] == 100.0                                 # 3 classes
+    confusion = np.array(results["confusion_matrix"])
+    assert confusion.sum() == len(paths)
+    np.testing.assert_array_equal(confusion.sum(axis=1), [2, 2, 2])
+    for i, name in enumerate(names):
+        assert results["per_class"][name] == pytest.approx(100 * confusion[i, i] / 2)
+    assert (out_dir / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
+    assert f"top-1 {results['top1']:.2f}%" in out
+
+
+def test_evaluate_retrieval_on_a_tsv_matches_metrics_and_caches(tiny, capsys, tmp_path,
+                                                                  monkeypatch):
+    data = tiny["data"]
+    rows, paths, captions, text_to_image = [], [], [], []
+    for i, name in enumerate(CLASSES):
+        path = tiny["images"][name][0]
+        paths.append(path)
+        for caption in (f"a {name}", f"a photo of a {name}."):
+            rows.append(f"{os.path.relpath(path, data)}\t{caption}\n")
+            captions.append(caption)
+            text_to_image.append(i)
+    tsv = tmp_path / "pairs.tsv"
+    tsv.write_text("image\tcaption\n" + "".join(rows))
+    cache = tmp_path / "cache"
+    argv = ["evaluate", "retrieval", "--data", tsv, "--images", data, "--model",
+            tiny["model_dir"], "--cache", cache, "--json"]
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    metrics = json.loads(out)
+    outputs = tiny["model"](tiny["processor"](text=captions, images=paths))
+    expected = retrieval_metrics(outputs["image_embeds"], outputs["text_embeds"], text_to_image)
+    for direction in ("image_to_text", "text_to_image"):
+        for key, value in expected[direction].items():
+            assert metrics[direction][key] == pytest.approx(value)
+    assert len(list(cache.glob("*.npy"))) == 2
+    # Second run: embeddings come from the cache; the model is not asked again.
+    def refuse(*args, **kwargs):
+        raise AssertionError("embedded again despite the cache")
+    monkeypatch.setattr(embedding.Embedder, "embed_images", refuse)
+    monkeypatch.setattr(embedding.Embedder, "embed_texts", refuse)
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    assert json.loads(out)["text_to_image"] == metrics["text_to_image"]
