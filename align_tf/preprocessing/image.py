@@ -359,6 +359,17 @@ class AlignImageProcessor(tf.Module):
             )
         return None
 
+    def find_decode_problem(self, data: bytes) -> str | None:
+        """Like `describe_problem`, and also decodes the image to catch corrupt or truncated data."""
+        problem = self.describe_problem(data)
+        if problem:
+            return problem
+        try:
+            self.decode_bytes(data)
+        except ImageDecodeError as e:
+            return str(e).split(": ", 1)[-1]
+        return None
+
     # ================================================================= exact PIL path (parity work)
     def preprocess_pil(self, images) -> np.ndarray:
         """The reference computation with PIL and NumPy, equal to HF's EfficientNetImageProcessor bit for bit.
