@@ -14,6 +14,7 @@ COMMAND_MODULES = [
     "align_tf.evaluation.commands",
     "align_tf.search_commands",
     "align_tf.training.commands",
+    "align_tf.data.commands",
 ]
 
 
