@@ -55,8 +55,10 @@ def write_shape_images(folder: str, per_class: int = 2, seed: int = 0) -> dict:
     return written
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def tiny(tmp_path_factory):
+    """One tiny model for this file and test_search.py: every new model or processor instance
+    pays for tracing its graphs again (seconds each on a busy CPU)."""
     root = tmp_path_factory.mktemp("tiny")
     folder = make_tiny_model_folder(str(root / "model"))
     images = write_shape_images(str(root / "data"))
@@ -66,6 +68,21 @@ def tiny(tmp_path_factory):
     return {"model_dir": folder, "data": str(root / "data"), "images": images,
             "model": AlignModel.from_pretrained(folder),
             "processor": AlignProcessor.from_pretrained(folder)}
+
+
+@pytest.fixture
+def reuse_model(tiny, monkeypatch):
+    """Commands get the fixture's loaded model instead of loading it again (loading from
+    --model is covered by the first test); returns the list of model names they asked for."""
+    asked = []
+
+    def loaded(model=None, batch_size=32):
+        asked.append(model)
+        return embedding.Embedder(tiny["model"], tiny["processor"], batch_size,
+                                  source=embedding.DEMO_MODEL if model is None else model)
+
+    monkeypatch.setattr(embedding, "load_embedder", loaded)
+    return asked
 
 
 def run_cli(capsys, *argv):
@@ -97,10 +114,9 @@ def test_classify_json_matches_the_models_forward_pass(tiny, capsys):
     assert "demo model" not in err
 
 
-def test_classify_table_glob_comma_labels_and_demo_note(tiny, capsys, monkeypatch):
-    # Without --model the bundled demo model is used and the user is told so; point the demo
-    # location at the tiny model so this test does not depend on the demo weights.
-    monkeypatch.setattr(embedding, "demo_model_folder", lambda: tiny["model_dir"])
+def test_classify_table_glob_comma_labels_and_demo_note(tiny, capsys, reuse_model):
+    # Without --model the bundled demo model is used and the user is told so (the tiny model
+    # stands in for it here, so this test does not depend on the demo weights).
     pattern = os.path.join(tiny["data"], "*", "0.png")
     code, out, err = run_cli(capsys, "classify", pattern, "--labels", "cat, dog",
                              "--template", "a drawing of a {}.", "--top-k", 1)
@@ -114,6 +130,7 @@ def test_classify_table_glob_comma_labels_and_demo_note(tiny, capsys, monkeypatc
     for line, row in zip(lines[2:], probs):
         assert line.split()[1] == ["cat", "dog"][int(np.argmax(row))]
         assert f"({row.max():.3f})" in line
+    assert reuse_model == [None]
 
 
 def test_classify_reports_missing_images(capsys, tmp_path):
@@ -121,7 +138,8 @@ def test_classify_reports_missing_images(capsys, tmp_path):
     assert code == 2 and "no image files" in err
 
 
-def test_evaluate_zero_shot_writes_metrics_and_confusion_png(tiny, capsys, tmp_path):
+def test_evaluate_zero_shot_writes_metrics_and_confusion_png(tiny, capsys, tmp_path,
+                                                             reuse_model):
     out_dir = tmp_path / "eval"
     code, out, err = run_cli(capsys, "evaluate", "zero-shot", "--data", tiny["data"],
                              "--model", tiny["model_dir"], "--output", out_dir)
@@ -144,7 +162,7 @@ def test_evaluate_zero_shot_writes_metrics_and_confusion_png(tiny, capsys, tmp_p
 
 
 def test_evaluate_retrieval_on_a_tsv_matches_metrics_and_caches(tiny, capsys, tmp_path,
-                                                                  monkeypatch):
+                                                                  monkeypatch, reuse_model):
     data = tiny["data"]
     rows, paths, captions, text_to_image = [], [], [], []
     for i, name in enumerate(CLASSES):

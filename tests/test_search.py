@@ -8,6 +8,7 @@ import zlib
 
 import numpy as np
 import pytest
+from test_classify_cli import tiny  # noqa: F401  (the session's tiny model, shared)
 
 from align_tf.search import EmbeddingIndex, IndexFormatError, compose_query, recall_at_k
 
@@ -209,3 +210,162 @@ def test_faiss_backend_recall_against_exact(tmp_path):
     _, approx = reloaded.search(queries[:5], 10, backend="faiss")
     _, approx_before = index.search(queries[:5], 10, backend="faiss")
     np.testing.assert_array_equal(approx, approx_before)
+
+
+# -- the CLI on a tiny random model ------------------------------------------------------
+
+@pytest.fixture
+def tiny_index(tiny):
+    from align_tf.evaluation.embedding import Embedder
+
+    embedder = Embedder(tiny["model"], tiny["processor"], source=tiny["model_dir"])
+    return dict(tiny, embedder=embedder)
+
+
+def run_cli(capsys, *argv):
+    from align_tf import cli
+
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_index_build_resumes_and_search_cli_matches_embeddings(tiny_index, capsys, monkeypatch,
+                                                               tmp_path):
+    from align_tf.evaluation import embedding
+
+    folder = tmp_path / "idx"
+    data = tiny_index["data"]
+    # An interrupted build: 6 images in shards of 2, the embedder stops on the third shard.
+    calls = {"n": 0}
+    original = embedding.Embedder.embed_images
+
+    def interrupted(self, images, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("simulated Ctrl-C")
+        return original(self, images, **kwargs)
+
+    # Every command gets the already loaded model (loading is tested in test_classify_cli);
+    # record which model each one asked for.
+    asked = []
+
+    def loaded(model=None, batch_size=32):
+        asked.append(model)
+        tiny_index["embedder"].batch_size = batch_size
+        return tiny_index["embedder"]
+
+    monkeypatch.setattr(embedding, "load_embedder", loaded)
+    argv = ["index", "build", data, "--output", folder, "--model", tiny_index["model_dir"],
+            "--shard-size", 2, "--batch-size", 3, "--float16"]
+    monkeypatch.setattr(embedding.Embedder, "embed_images", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_cli(capsys, *argv)
+    assert json.loads((folder / "index.json").read_text())["count"] == 4
+    seen = []
+
+    def counting(self, images, **kwargs):
+        seen.extend(images)
+        return original(self, images, **kwargs)
+
+    monkeypatch.setattr(embedding.Embedder, "embed_images", counting)
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    assert len(seen) == 2      # 6 images: 4 were done, only the last 2 are embedded now
+    assert "6 images" in out and "float16" in out
+    monkeypatch.setattr(embedding.Embedder, "embed_images", original)
+
+    embedder = tiny_index["embedder"]
+    paths = sorted(os.path.abspath(p) for ps in tiny_index["images"].values() for p in ps)
+    vectors = embedder.embed_images(paths).astype(np.float16).astype(np.float32)
+    index = EmbeddingIndex.load(str(folder))
+    assert [m["path"] for m in index.metadata] == paths
+    np.testing.assert_allclose(index.vectors(), vectors, atol=2e-3)
+
+    code, out, err = run_cli(capsys, "search", "--index", folder, "--text", "a red circle",
+                             "--top-k", 4, "--json")
+    assert code == 0, err
+    hits = json.loads(out)
+    text = embedder.embed_texts(["a red circle"])[0]
+    expected = np.argsort(-(index.vectors() @ text), kind="stable")[:4]
+    assert [h["path"] for h in hits] == [paths[i] for i in expected]
+
+    query_image = tiny_index["images"]["blue square"][1]
+    code, out, err = run_cli(capsys, "search", "--index", folder, "--image", query_image,
+                             "--plus-text", "red", "--minus-text", "blue", "--weight", 0.5,
+                             "--top-k", 3)
+    assert code == 0, err
+    plus, minus = embedder.embed_texts(["red", "blue"])
+    q = compose_query(embedder.embed_images([query_image])[0], [plus], [minus], 0.5)
+    expected = np.argsort(-(index.vectors() @ q), kind="stable")[:3]
+    lines = out.strip().splitlines()
+    assert lines[0].split() == ["rank", "score", "path"]
+    assert [line.split()[2] for line in lines[2:]] == [paths[i] for i in expected]
+
+    code, out, err = run_cli(capsys, "search", "--index", folder, "--text", "x",
+                             "--plus-text", "y")
+    assert code == 2 and "--image" in err
+    # search embeds queries with the model that built the index (recorded in index.json).
+    assert asked == [tiny_index["model_dir"]] * 4
+    assert index.model == os.path.abspath(tiny_index["model_dir"])
+
+
+# -- with the bundled demo model (needs meaning) -----------------------------------------
+
+def demo_embedder():
+    from align_tf.evaluation.embedding import load_embedder
+
+    try:
+        return load_embedder(None)
+    except FileNotFoundError as e:
+        pytest.skip(f"demo model not built yet: {e}")
+
+
+@pytest.fixture(scope="module")
+def demo_index():
+    from align_tf.data.synthetic import COLOURS, SHAPES, draw_shape
+
+    embedder = demo_embedder()
+    size = embedder.processor.image_processor.size[0]
+    rng = np.random.default_rng(2024)              # fresh images, not the training stream
+    images, meta = [], []
+    for colour in COLOURS:
+        for shape in SHAPES:
+            for _ in range(6):
+                images.append(draw_shape(rng, colour, shape, max(size, 64)))
+                meta.append({"class": f"{colour} {shape}", "colour": colour, "shape": shape})
+    index = EmbeddingIndex.from_embeddings(embedder.embed_images(images), meta,
+                                           embedder=embedder)
+    return index, embedder, rng
+
+
+def test_demo_text_queries_precision_at_5(demo_index):
+    from align_tf.data.synthetic import COLOURS, SHAPES
+
+    index, _, _ = demo_index
+    precisions = {}
+    for colour in COLOURS:
+        for shape in SHAPES:
+            hits = index.query(text=f"a {colour} {shape}", k=5)
+            precisions[f"{colour} {shape}"] = np.mean([h["class"] == f"{colour} {shape}"
+                                                       for h in hits])
+    mean = float(np.mean(list(precisions.values())))
+    print(f"\ndemo model, text->image precision@5 over 24 classes: {mean:.3f}")
+    assert mean >= 0.8, precisions
+
+
+def test_demo_blue_circle_plus_red_minus_blue_retrieves_red_circles(demo_index):
+    from align_tf.data.synthetic import draw_shape
+
+    index, embedder, rng = demo_index
+    size = max(embedder.processor.image_processor.size[0], 64)
+    red_circle_share = []
+    for _ in range(3):
+        blue_circle = draw_shape(rng, "blue", "circle", size)
+        hits = index.query(image=blue_circle, plus_text="red", minus_text="blue", k=5)
+        red_circle_share.append(np.mean([h["class"] == "red circle" for h in hits]))
+        plain = index.query(image=blue_circle, k=5)
+        assert plain[0]["class"] == "blue circle"     # without the texts: blue circles
+    print(f"\ndemo model, blue circle + 'red' - 'blue': red circles in top 5 = "
+          f"{np.mean(red_circle_share):.2f}")
+    assert np.mean(red_circle_share) >= 0.6
