@@ -6,8 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from align_tf.evaluation.retrieval import (read_caption_tsv, read_karpathy_json,
-                                           retrieval_metrics)
+from align_tf.evaluation.retrieval import read_retrieval_dataset, retrieval_metrics
 
 
 def brute_force_ranks(image_embeds, text_embeds, text_to_image):
@@ -93,22 +92,21 @@ def test_read_karpathy_json_and_tsv(tmp_path):
         {"filepath": "val2014", "filename": "b.jpg", "split": "train",
          "sentences": [{"raw": "a dog"}]},
         {"filepath": "val2014", "filename": "c.jpg", "split": "test",
-         "sentences": [{"tokens": ["a", "bird"]}]},
+         "sentences": [{"raw": "a bird"}]},
     ]}
     path = tmp_path / "dataset_coco.json"
     path.write_text(json.dumps(data))
-    ds = read_karpathy_json(str(path), str(tmp_path), "test")
-    assert [os.path.basename(p) for p in ds.image_paths] == ["a.jpg", "c.jpg"]
-    assert all(os.path.exists(p) for p in ds.image_paths)
+    ds = read_retrieval_dataset(str(path), str(tmp_path), "test")
+    assert ds.image_paths == [str(tmp_path / "val2014" / n) for n in ("a.jpg", "c.jpg")]
     assert ds.captions == ["a cat", "a small cat", "a bird"]
     assert list(ds.text_to_image) == [0, 0, 1]
     with pytest.raises(ValueError, match="no images in split 'val'"):
-        read_karpathy_json(str(path), str(tmp_path), "val")
+        read_retrieval_dataset(str(path), str(tmp_path), "val")
 
     tsv = tmp_path / "pairs.tsv"
     tsv.write_text("image\tcaption\nval2014/a.jpg\ta cat\nval2014/b.jpg\ta dog\n"
                    "val2014/a.jpg\tanother cat\n")
-    ds = read_caption_tsv(str(tsv))
+    ds = read_retrieval_dataset(str(tsv))
     assert ds.image_paths == [str(tmp_path / "val2014/a.jpg"), str(tmp_path / "val2014/b.jpg")]
     assert ds.captions == ["a cat", "a dog", "another cat"]
     assert list(ds.text_to_image) == [0, 1, 0]

@@ -8,7 +8,6 @@ push it down (rank = 1 + number of items scoring strictly higher).
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import os
@@ -91,69 +90,42 @@ class RetrievalDataset:
         self.captions = list(captions)
         self.text_to_image = np.asarray(text_to_image, np.int64)
 
+    @classmethod
+    def from_pairs(cls, pairs):
+        """(image path, caption) pairs; pairs naming the same image give it several captions."""
+        index_of, image_paths, captions, text_to_image = {}, [], [], []
+        for image, caption in pairs:
+            if image not in index_of:
+                index_of[image] = len(image_paths)
+                image_paths.append(image)
+            captions.append(caption)
+            text_to_image.append(index_of[image])
+        return cls(image_paths, captions, text_to_image)
+
     def __repr__(self):
         return (f"RetrievalDataset({len(self.image_paths)} images, {len(self.captions)} "
                 "captions)")
 
 
-def read_karpathy_json(path: str, images_dir: str, split: str = "test") -> RetrievalDataset:
-    """Karpathy's `dataset_coco.json` / `dataset_flickr30k.json`: `{"images": [{"filepath"
-    (COCO only), "filename", "split", "sentences": [{"raw": ...}, ...]}, ...]}`. The image path
-    is `images_dir/filepath/filename` when that exists, else `images_dir/filename`."""
-    with open(path, encoding="utf-8") as f:
-        data = json.load(f)
-    if "images" not in data:
-        raise ValueError(f"{path}: not a Karpathy split file (no top-level 'images' list)")
-    image_paths, captions, text_to_image = [], [], []
-    for entry in data["images"]:
-        entry_split = entry.get("split")
-        if split and entry_split != split and not (split == "train" and entry_split == "restval"):
-            continue
-        nested = os.path.join(images_dir, entry.get("filepath", ""), entry["filename"])
-        flat = os.path.join(images_dir, entry["filename"])
-        image_paths.append(nested if os.path.exists(nested) or not os.path.exists(flat) else flat)
-        for sentence in entry.get("sentences", []):
-            captions.append(sentence["raw"] if "raw" in sentence else " ".join(sentence["tokens"]))
-            text_to_image.append(len(image_paths) - 1)
-    if not image_paths:
-        splits = sorted({str(e.get("split")) for e in data["images"]})
-        raise ValueError(f"{path}: no images in split {split!r} (splits present: {splits})")
-    return RetrievalDataset(image_paths, captions, text_to_image)
-
-
-def read_caption_tsv(path: str, images_dir: str | None = None) -> RetrievalDataset:
-    """A TSV of `image_path<TAB>caption` rows (a header row `image<TAB>caption` is skipped).
-    Rows naming the same image give it several captions. Relative paths are taken from
-    `images_dir`, else from the TSV's folder."""
-    base = images_dir or os.path.dirname(os.path.abspath(path))
-    index_of, image_paths, captions, text_to_image = {}, [], [], []
-    with open(path, encoding="utf-8", newline="") as f:
-        for line_number, row in enumerate(csv.reader(f, delimiter="\t"), start=1):
-            if not row or (line_number == 1 and [c.lower() for c in row[:2]] in
-                           (["image", "caption"], ["image_path", "caption"])):
-                continue
-            if len(row) < 2:
-                raise ValueError(f"{path}, line {line_number}: expected 'image_path<TAB>caption', "
-                                 f"got {row!r}")
-            image = row[0] if os.path.isabs(row[0]) else os.path.join(base, row[0])
-            if image not in index_of:
-                index_of[image] = len(image_paths)
-                image_paths.append(image)
-            captions.append(row[1])
-            text_to_image.append(index_of[image])
-    if not image_paths:
-        raise ValueError(f"{path}: no 'image_path<TAB>caption' rows")
-    return RetrievalDataset(image_paths, captions, text_to_image)
-
-
 def read_retrieval_dataset(data: str, images_dir: str | None = None,
                            split: str = "test") -> RetrievalDataset:
-    """A Karpathy JSON (`.json`) or an image/caption TSV (anything else)."""
+    """A Karpathy split file (`dataset_coco.json`, `dataset_flickr30k.json`; images under
+    `images_dir/filepath/filename`) or a TSV / CSV of image path + caption rows (relative paths
+    from `images_dir`, else the table's folder). The file readers are `align_tf.data`'s."""
+    from align_tf.data.pipelines import read_caption_table, read_karpathy
+
     if data.endswith(".json"):
         if images_dir is None:
-            raise ValueError(f"{data}: a Karpathy JSON needs --images DIR (the image folder)")
-        return read_karpathy_json(data, images_dir, split)
-    return read_caption_tsv(data, images_dir)
+            raise ValueError(f"{data}: a Karpathy JSON needs the image folder (--images DIR)")
+        images = read_karpathy(data, images_dir, split)
+        if not images:
+            raise ValueError(f"{data}: no images in split {split!r}")
+        return RetrievalDataset.from_pairs(
+            (image.path, caption) for image in images for caption in image.captions)
+    pairs = read_caption_table(data, images_dir)
+    if not pairs:
+        raise ValueError(f"{data}: no image/caption rows")
+    return RetrievalDataset.from_pairs(pairs)
 
 
 # -- embeddings, cached -------------------------------------------------------------------
