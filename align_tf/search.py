@@ -94,6 +94,7 @@ class EmbeddingIndex:
         self.shards: list[np.ndarray] = []
         self.metadata: list[dict] = []
         self.directory: str | None = None
+        self._persisted = 0      # leading shards already written to `directory`
         self._faiss = None
 
     def __len__(self):
@@ -147,16 +148,16 @@ class EmbeddingIndex:
             if index.dtype != dtype:
                 raise IndexFormatError(f"{directory}: holds a {index.dtype} index; cannot "
                                        f"resume it as {dtype} (use a new folder)")
+            if model is not None and index.model not in (None, model):
+                raise IndexFormatError(f"{directory}: built with model {index.model!r}; cannot "
+                                       f"continue it with {model!r} (use a new folder)")
             if index.metadata != metadata[:done]:
                 raise IndexFormatError(
                     f"{directory}: holds an index of other images ({done} rows, first "
                     f"{index.metadata[:1]}); pass resume=False (--restart) or a new folder")
         else:
-            for name in os.listdir(directory):
-                if name == MANIFEST or name == METADATA or name.startswith("embeddings-"):
-                    os.remove(os.path.join(directory, name))
-            index = cls(embedder.dim if hasattr(embedder, "dim") else 0, dtype, True, model,
-                        embedder)
+            _remove_index_files(directory)
+            index = cls(getattr(embedder, "dim", None) or 0, dtype, True, model, embedder)
             index.directory = directory
             done = 0
         if model is not None:
@@ -188,6 +189,7 @@ class EmbeddingIndex:
                 f.write(json.dumps(entry, ensure_ascii=False) + "\n")
         self.shards.append(np.load(path, mmap_mode="r"))
         self.metadata.extend(metadata)
+        self._persisted = len(self.shards)
         self._write_manifest()
 
     # -- saving / loading ----------------------------------------------------------------
@@ -205,22 +207,22 @@ class EmbeddingIndex:
         os.replace(path + ".tmp", path)
 
     def save(self, directory: str) -> str:
-        """Write the documented folder layout (shard by shard, so memory stays bounded)."""
+        """Write the documented folder layout (shard by shard, so memory stays bounded).
+        Saving to the folder the index came from writes only the shards added since."""
         os.makedirs(directory, exist_ok=True)
         if self.directory and os.path.abspath(directory) == os.path.abspath(self.directory):
-            self._write_manifest()
-            return directory
-        for name in os.listdir(directory):
-            if name in (MANIFEST, METADATA, FAISS_FILE) or name.startswith("embeddings-"):
-                os.remove(os.path.join(directory, name))
-        shards, metadata = self.shards, self.metadata
-        self.shards, self.metadata, self.directory = [], [], directory
-        offset = 0
-        for shard in shards:
-            self._append_shard(shard, metadata[offset:offset + len(shard)])
-            offset += len(shard)
-        if not shards:
-            self._write_manifest()
+            kept = self._persisted
+        else:
+            _remove_index_files(directory)
+            kept = 0
+        kept_rows = sum(len(s) for s in self.shards[:kept])
+        pending = list(zip(self.shards[kept:], _split(self.metadata[kept_rows:],
+                                                       [len(s) for s in self.shards[kept:]])))
+        self.shards, self.metadata = self.shards[:kept], self.metadata[:kept_rows]
+        self.directory, self._persisted = directory, kept
+        for shard, metadata in pending:
+            self._append_shard(shard, metadata)
+        self._write_manifest()
         return directory
 
     @classmethod
@@ -238,6 +240,7 @@ class EmbeddingIndex:
         index = cls(manifest["dim"], manifest["dtype"], manifest.get("normalized", True),
                     manifest.get("model"), embedder)
         index.directory = directory
+        index._persisted = len(manifest["shards"])
         for shard in manifest["shards"]:
             array = np.load(os.path.join(directory, shard["file"]), mmap_mode="r" if mmap else None)
             if array.shape != (shard["count"], index.dim):
@@ -360,6 +363,20 @@ class EmbeddingIndex:
     def hits(self, scores, ids):
         return [{"rank": rank, "score": float(score), "id": int(i), **self.metadata[int(i)]}
                 for rank, (score, i) in enumerate(zip(scores, ids), start=1) if i >= 0]
+
+
+def _remove_index_files(directory):
+    for name in os.listdir(directory):
+        if name in (MANIFEST, METADATA, FAISS_FILE) or name.startswith("embeddings-"):
+            os.remove(os.path.join(directory, name))
+
+
+def _split(items, sizes):
+    parts, start = [], 0
+    for size in sizes:
+        parts.append(items[start:start + size])
+        start += size
+    return parts
 
 
 def _as_list(texts):

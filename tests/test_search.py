@@ -100,6 +100,12 @@ def test_save_load_round_trip_and_format(tmp_path):
     assert loaded.metadata == meta and loaded.model == "some/model"
     np.testing.assert_array_equal(np.load(tmp_path / "idx" / "embeddings-00001.npy"),
                                   vectors[10:])
+    # Rows added to a loaded index are appended as a new shard when saved in place.
+    loaded.add(vectors[:3], meta[:3])
+    loaded.save(str(tmp_path / "idx"))
+    again = EmbeddingIndex.load(str(tmp_path / "idx"))
+    assert len(again) == 28 and len(again.shards) == 3 and again.metadata[25:] == meta[:3]
+    np.testing.assert_array_equal(again.vectors()[25:], vectors[:3])
     with pytest.raises(IndexFormatError, match="not an align-tf index"):
         EmbeddingIndex.load(str(tmp_path))
 
