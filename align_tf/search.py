@@ -273,6 +273,16 @@ class EmbeddingIndex:
             return np.zeros((0, self.dim), np.float32)
         return np.concatenate([np.asarray(s, np.float32) for s in self.shards])
 
+    def rows(self, ids) -> np.ndarray:
+        """The float32 embeddings of rows `ids` (global row numbers)."""
+        ids = np.asarray(ids, np.int64)
+        starts = np.cumsum([0] + [len(s) for s in self.shards])
+        out = np.empty((len(ids), self.dim), np.float32)
+        for n, i in enumerate(ids):
+            shard = int(np.searchsorted(starts, i, side="right")) - 1
+            out[n] = self.shards[shard][i - starts[shard]]
+        return out
+
     def search(self, queries, k: int = 10, chunk_size: int = 65536, backend: str = "exact"):
         """Top-k rows by dot product for each query: (scores [Q, k], ids [Q, k]), best first.
         "exact" scores `chunk_size` rows at a time (float32 arithmetic for float16 storage)."""

@@ -1,6 +1,7 @@
 """EmbeddingIndex: chunked exact search equals a full matrix product with bounded memory,
 float16 storage, save/load, resumable building, image+text composition, faiss recall."""
 
+import importlib.util
 import json
 import os
 import tracemalloc
@@ -106,6 +107,7 @@ def test_save_load_round_trip_and_format(tmp_path):
     again = EmbeddingIndex.load(str(tmp_path / "idx"))
     assert len(again) == 28 and len(again.shards) == 3 and again.metadata[25:] == meta[:3]
     np.testing.assert_array_equal(again.vectors()[25:], vectors[:3])
+    np.testing.assert_array_equal(again.rows([0, 24, 25, 27]), vectors[[0, 24, 0, 2]])
     with pytest.raises(IndexFormatError, match="not an align-tf index"):
         EmbeddingIndex.load(str(tmp_path))
 
@@ -212,6 +214,7 @@ def test_faiss_backend_recall_against_exact(tmp_path):
     print(f"\nfaiss HNSW recall@10 vs exact (10,000 x 128, 200 queries): {recall:.3f}")
     assert recall >= 0.9
     assert os.path.exists(tmp_path / "idx" / "faiss-hnsw.index")
+    np.testing.assert_array_equal(index.rows([3, 9_999, 0]), vectors[[3, 9_999, 0]])
     reloaded = EmbeddingIndex.load(str(tmp_path / "idx"))
     _, approx = reloaded.search(queries[:5], 10, backend="faiss")
     _, approx_before = index.search(queries[:5], 10, backend="faiss")
@@ -275,8 +278,11 @@ def test_index_build_resumes_and_search_cli_matches_embeddings(tiny_index, capsy
         return original(self, images, **kwargs)
 
     monkeypatch.setattr(embedding.Embedder, "embed_images", counting)
-    code, out, err = run_cli(capsys, *argv)
+    has_faiss = importlib.util.find_spec("faiss") is not None
+    code, out, err = run_cli(capsys, *argv, *(["--faiss"] if has_faiss else []))
     assert code == 0, err
+    if has_faiss:
+        assert "recall@6 against exact search on 6 indexed images" in out
     assert len(seen) == 2      # 6 images: 4 were done, only the last 2 are embedded now
     assert "6 images" in out and "float16" in out
     monkeypatch.setattr(embedding.Embedder, "embed_images", original)
