@@ -169,10 +169,12 @@ def main(argv=None) -> int:
             else:
                 if kind == "demo":
                     try:
-                        import align_tf.assets  # noqa: F401
-                    except ImportError:
-                        print("demo model not available (align_tf.assets missing): skipped")
-                        results["runs"].append({"model": kind, "skipped": "align_tf.assets not available"})
+                        from align_tf.assets import demo_model_path
+
+                        demo_model_path()
+                    except (ImportError, FileNotFoundError) as e:
+                        print(f"demo model not available, skipped: {e}")
+                        results["runs"].append({"model": kind, "skipped": str(e)})
                         continue
                 from align_tf.export import export_saved_model
 
