@@ -10,6 +10,8 @@ from typing import Callable, Iterable
 import numpy as np
 import tensorflow as tf
 
+from align_tf.inference import trim_padding
+
 SERVING_DEFAULT = "serving_default"
 # Endpoint name -> the signature keys it is saved under. `classify` comes first, so it is also
 # `serving_default` (what a request without `signature_name` runs).
@@ -102,6 +104,9 @@ def serving_functions(model, processor) -> dict[str, tf.types.experimental.Gener
     max_positions = config.text_config.max_position_embeddings
 
     def text_features(input_ids, attention_mask, token_type_ids):
+        # Columns that are padding in every row change nothing but cost time: drop them, as the
+        # in-process inference path does (align_tf.inference).
+        input_ids, attention_mask, token_type_ids = trim_padding(input_ids, attention_mask, token_type_ids)
         features = model.get_text_features(input_ids, attention_mask, token_type_ids, training=False)
         return _l2_normalize(features)
 
