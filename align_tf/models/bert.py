@@ -118,7 +118,10 @@ class AlignTextLayer(layers.Layer):
         x = ops.reshape(x, (batch, length, self.num_attention_heads, self.head_dim))
         return ops.transpose(x, (0, 2, 1, 3))
 
-    def call(self, hidden_states, attention_bias, training=False):
+    def call(self, hidden_states, attention_mask, training=False):
+        # The mask stays an integer input: Keras would autocast a float bias to float16 under
+        # mixed precision, and the -1e9 bias must be added in float32.
+        attention_bias = attention_bias_from_mask(attention_mask)
         q = self._split_heads(self.query(hidden_states))
         k = self._split_heads(self.key(hidden_states))
         v = self._split_heads(self.value(hidden_states))
@@ -199,10 +202,10 @@ class AlignTextModel(PretrainedMixin, keras.Model):
         if token_type_ids is None:
             token_type_ids = ops.zeros_like(input_ids)
         x = self.embeddings(input_ids, token_type_ids, training=training)
-        bias = attention_bias_from_mask(attention_mask)
+        attention_mask = ops.cast(attention_mask, "int32")
         hidden_states, attentions = [x], []
         for layer in self.encoder_layers:
-            x, probs = layer(x, bias, training=training)
+            x, probs = layer(x, attention_mask, training=training)
             hidden_states.append(x)
             attentions.append(probs)
         outputs = {"last_hidden_state": x}
