@@ -194,3 +194,39 @@ def test_evaluate_retrieval_on_a_tsv_matches_metrics_and_caches(tiny, capsys, tm
     code, out, err = run_cli(capsys, *argv)
     assert code == 0, err
     assert json.loads(out)["text_to_image"] == metrics["text_to_image"]
+
+
+def test_demo_zero_shot_cli_agrees_with_the_training_figure(capsys, tmp_path):
+    """`align-tf evaluate zero-shot` (no --model: the demo model) on fresh demo images gives the
+    held-out accuracy the training run recorded, within sampling error."""
+    from PIL import Image
+
+    from align_tf.data import synthetic
+
+    try:
+        folder = embedding.demo_model_folder()
+    except FileNotFoundError as e:
+        pytest.skip(f"demo model not built yet: {e}")
+    with open(os.path.join(folder, "training_summary.json"), encoding="utf-8") as f:
+        recorded = json.load(f)["summary"]["zero_shot_accuracy"]
+    with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
+        size = json.load(f)["vision_config"]["image_size"]
+    per_class = 20
+    rng = np.random.default_rng(77)                    # images neither run has seen
+    for name in synthetic.class_names():
+        colour, shape = name.split()
+        sub = tmp_path / "data" / name.replace(" ", "_")
+        sub.mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(synthetic.draw_shape(rng, colour, shape, size)).save(sub / f"{i}.png")
+    code, out, err = run_cli(capsys, "evaluate", "zero-shot", "--data", tmp_path / "data",
+                             "--template", "a photo of a {}.", "--output", tmp_path / "out")
+    assert code == 0, err
+    assert "demo model" in err
+    measured = json.loads((tmp_path / "out" / "results.json").read_text())["top1"] / 100
+    n = per_class * len(synthetic.class_names())
+    p = (measured + recorded) / 2
+    tolerance = 3 * np.sqrt(p * (1 - p) * (1 / n + 1 / 480)) + 0.01   # 3 sigma, two samples
+    print(f"\ndemo zero-shot top-1: CLI {measured:.3f} on {n} fresh images, training summary "
+          f"{recorded:.3f} (tolerance {tolerance:.3f})")
+    assert abs(measured - recorded) <= tolerance
