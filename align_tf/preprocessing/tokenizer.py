@@ -207,19 +207,22 @@ class AlignTokenizer(tf.Module):
         pieces = self._wordpiece.tokenize(self.words(texts)).merge_dims(1, 2)
         if self.truncation:
             pieces = pieces[:, : self.max_length - 2]
-        batch = tf.shape(texts, out_type=tf.int64)[:1]
-        cls = tf.fill(tf.concat([batch, [1]], 0), self.cls_token_id)
-        sep = tf.fill(tf.concat([batch, [1]], 0), self.sep_token_id)
-        ids = tf.concat([cls, tf.cast(pieces, tf.int32), sep], axis=1)
+        lengths = tf.cast(pieces.row_lengths(), tf.int32)[:, tf.newaxis]
         if self.padding == "max_length" and self.truncation:
             width = self.max_length
         else:
-            width = tf.reduce_max(tf.concat([ids.row_lengths(), [2]], 0))
+            width = tf.reduce_max(tf.concat([lengths[:, 0] + 2, [2]], 0))
             if self.padding == "max_length":
                 width = tf.maximum(width, self.max_length)
-        shape = tf.stack([batch[0], tf.cast(width, tf.int64)])
-        input_ids = ids.to_tensor(default_value=self.pad_token_id, shape=shape)
-        attention_mask = tf.ones_like(ids).to_tensor(default_value=0, shape=shape)
+        batch = tf.shape(texts)[0]
+        # Dense assembly ([CLS] body, [SEP] written at each row's end): concatenating ragged rows
+        # would transpose int64 row splits, which oneDNN does not support (and logs about).
+        body = pieces.to_tensor(default_value=self.pad_token_id, shape=tf.stack([batch, width - 1]))
+        cls = tf.fill(tf.stack([batch, 1]), self.cls_token_id)
+        input_ids = tf.concat([cls, body], axis=1)
+        positions = tf.range(width)[tf.newaxis, :]
+        input_ids = tf.where(positions == lengths + 1, self.sep_token_id, input_ids)
+        attention_mask = tf.cast(positions < lengths + 2, tf.int32)
         if self.padding == "max_length" and self.truncation:
             input_ids = tf.ensure_shape(input_ids, [None, self.max_length])
             attention_mask = tf.ensure_shape(attention_mask, [None, self.max_length])
