@@ -59,6 +59,7 @@ def register(subparsers) -> None:
 
 def run_index_build(args) -> int:
     from align_tf.evaluation.commands import embedder_for
+    from align_tf.evaluation.embedding import EmbeddingInputError
     from align_tf.evaluation.image_files import find_images
     from align_tf.search import EmbeddingIndex, IndexFormatError
 
@@ -77,7 +78,7 @@ def run_index_build(args) -> int:
                                      batch_size=args.batch_size, shard_size=args.shard_size,
                                      progress=len(paths) > 48, model=model,
                                      resume=not args.restart)
-    except IndexFormatError as e:
+    except (IndexFormatError, EmbeddingInputError) as e:
         print(f"align-tf index build: {e}", file=sys.stderr)
         return 2
     print(f"index {args.output}: {len(index)} images, {index.dim}-d {index.dtype}, "

@@ -133,9 +133,14 @@ def test_classify_table_glob_comma_labels_and_demo_note(tiny, capsys, reuse_mode
     assert reuse_model == [None]
 
 
-def test_classify_reports_missing_images(capsys, tmp_path):
+def test_classify_reports_missing_and_broken_images(tiny, capsys, tmp_path, reuse_model):
     code, out, err = run_cli(capsys, "classify", tmp_path / "nothing*.jpg", "--labels", "a", "b")
     assert code == 2 and "no image files" in err
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"<html>not an image</html>")
+    good = tiny["images"]["red circle"][0]
+    code, out, err = run_cli(capsys, "classify", good, broken, "--labels", "a", "b")
+    assert code == 2 and str(broken) in err, err
 
 
 def test_evaluate_zero_shot_writes_metrics_and_confusion_png(tiny, capsys, tmp_path,

@@ -1,7 +1,6 @@
 """Retrieval metrics against a brute-force count and a hand-worked example; dataset readers."""
 
 import json
-import os
 
 import numpy as np
 import pytest

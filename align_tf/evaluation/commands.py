@@ -101,6 +101,7 @@ def parse_labels(values) -> list[str]:
 
 
 def run_classify(args) -> int:
+    from align_tf.evaluation.embedding import EmbeddingInputError
     from align_tf.evaluation.image_files import find_images
     from align_tf.evaluation.zero_shot import ZeroShotClassifier
 
@@ -114,7 +115,11 @@ def run_classify(args) -> int:
     classifier = ZeroShotClassifier(embedder_for(args), class_names=labels,
                                     templates=args.template or "single",
                                     batch_size=args.batch_size, progress="auto")
-    results = classifier(paths, top_k=top_k)
+    try:
+        results = classifier(paths, top_k=top_k)
+    except EmbeddingInputError as e:
+        print(f"align-tf classify: {e}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps([{"image": p, "labels": r} for p, r in zip(paths, results)], indent=2))
         return 0
@@ -136,6 +141,7 @@ def format_table(header, rows) -> str:
 def run_evaluate_zero_shot(args) -> int:
     from align_tf.evaluation.classification_metrics import (classification_metrics,
                                                             save_confusion_matrix_png)
+    from align_tf.evaluation.embedding import EmbeddingInputError
     from align_tf.evaluation.image_files import read_class_folders
     from align_tf.evaluation.zero_shot import ZeroShotClassifier
 
@@ -144,7 +150,12 @@ def run_evaluate_zero_shot(args) -> int:
     classifier = ZeroShotClassifier(embedder, class_names=class_names,
                                     templates=args.template or "single",
                                     batch_size=args.batch_size, progress="auto")
-    metrics = classification_metrics(classifier.logits(paths), labels, class_names)
+    try:
+        logits = classifier.logits(paths)
+    except EmbeddingInputError as e:
+        print(f"align-tf evaluate zero-shot: {e}", file=sys.stderr)
+        return 2
+    metrics = classification_metrics(logits, labels, class_names)
     metrics.update(data=os.path.abspath(args.data), model=embedder.source,
                    templates=list(classifier.templates), class_names=class_names)
     os.makedirs(args.output, exist_ok=True)
@@ -166,6 +177,7 @@ def run_evaluate_zero_shot(args) -> int:
 
 
 def run_evaluate_retrieval(args) -> int:
+    from align_tf.evaluation.embedding import EmbeddingInputError
     from align_tf.evaluation.retrieval import evaluate_retrieval, read_retrieval_dataset
 
     dataset = read_retrieval_dataset(args.data, args.images, args.split)
@@ -175,8 +187,12 @@ def run_evaluate_retrieval(args) -> int:
               f"not found (first: {missing[0]})", file=sys.stderr)
         return 2
     embedder = embedder_for(args)
-    metrics = evaluate_retrieval(embedder, dataset, None if args.no_cache else args.cache,
-                                 model_id=model_fingerprint(embedder), progress="auto")
+    try:
+        metrics = evaluate_retrieval(embedder, dataset, None if args.no_cache else args.cache,
+                                     model_id=model_fingerprint(embedder), progress="auto")
+    except EmbeddingInputError as e:
+        print(f"align-tf evaluate retrieval: {e}", file=sys.stderr)
+        return 2
     metrics.update(data=os.path.abspath(args.data), split=args.split, model=embedder.source)
     if args.output:
         with open(args.output, "w", encoding="utf-8") as f:

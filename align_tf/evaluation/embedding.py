@@ -7,11 +7,17 @@ Works with any model that has `get_text_features(input_ids, attention_mask, toke
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 # "A progress bar past a few dozen items": below this, bars are noise.
 PROGRESS_MIN_ITEMS = 48
 DEMO_MODEL = "demo"
+
+
+class EmbeddingInputError(ValueError):
+    """An input in a batch could not be embedded; the message names it (a path when it is one)."""
 
 
 def l2_normalize(x) -> np.ndarray:
@@ -98,7 +104,12 @@ class Embedder:
         try:
             for start in range(0, len(items), size):
                 batch = items[start:start + size]
-                parts.append(embed_batch(batch))
+                try:
+                    parts.append(embed_batch(batch))
+                except (ValueError, TypeError, OSError) as e:
+                    where = _which(batch, start, len(items), desc, e)
+                    message = str(e) if where in str(e) else f"{where}: {e}"
+                    raise EmbeddingInputError(message) from e
                 if bar is not None:
                     bar.update(len(batch))
                 if on_batch is not None:
@@ -109,6 +120,14 @@ class Embedder:
         if not parts:
             return np.zeros((0, self.dim or 0), np.float32)
         return np.concatenate(parts)
+
+
+def _which(batch, start, total, desc, error) -> str:
+    # The image processor names the failing item by its place in the batch ("image 3 of 32").
+    found = re.search(r"image (\d+) of", str(error))
+    if found and int(found.group(1)) < len(batch) and isinstance(batch[int(found.group(1))], str):
+        return batch[int(found.group(1))]
+    return f"{desc} {start + 1}-{start + len(batch)} of {total}"
 
 
 def demo_model_folder() -> str:
