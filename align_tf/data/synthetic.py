@@ -2,7 +2,7 @@
 
 Every image holds one shape (circle, square, triangle, star) in one named colour (red, green,
 blue, yellow, purple, orange): 24 classes. The shape spans 20-60% of the image side at a random
-position (squares tilt a little, triangles and stars turn freely); the background is a random
+position, upright but tilted up to 20 degrees; the background is a random
 light tone; colours jitter around their named value. Captions come from templates and
 paraphrases ("a red circle", "a photo of a red circle.", "red round shape", ...), so a model
 must learn the words, not one fixed string. Zero-shot evaluation uses fresh images and the
@@ -29,10 +29,10 @@ COLOURS = {
 }
 # Words a caption may use for each shape.
 SHAPE_WORDS = {
-    "circle": ("circle", "round shape", "disc", "dot", "round blob"),
-    "square": ("square", "box", "square shape", "block"),
-    "triangle": ("triangle", "triangular shape", "three-sided shape", "wedge"),
-    "star": ("star", "star shape", "five-pointed star", "little star"),
+    "circle": ("circle", "round shape", "disc"),
+    "square": ("square", "box", "square shape"),
+    "triangle": ("triangle", "triangular shape"),
+    "star": ("star", "star shape"),
 }
 CAPTION_TEMPLATES = (
     "{a} {colour} {shape}",
@@ -49,6 +49,7 @@ CAPTION_TEMPLATES = (
     "this is {a} {colour} {shape}.",
 )
 SIZE_RANGE = (0.2, 0.6)  # the shape's extent as a fraction of the image side
+MAX_TILT = 0.35  # radians (20 degrees) either way
 SUPERSAMPLE = 4  # draw large, then downscale: smooth (antialiased) edges
 
 
@@ -121,8 +122,8 @@ def draw_shape(rng: np.random.Generator, colour: str, shape: str, image_size: in
     if shape == "circle":
         draw.ellipse([cx - radius, cy - radius, cx + radius, cy + radius], fill=fill)
     else:
-        # Squares tilt a little (a 45-degree square would be a diamond); the others turn freely.
-        angle = rng.uniform(-0.25, 0.25) if shape == "square" else rng.uniform(0, 2 * math.pi)
+        # Shapes stand upright, tilted a little (a square turned 45 degrees reads as a diamond).
+        angle = rng.uniform(-MAX_TILT, MAX_TILT)
         draw.polygon(_polygon(shape, cx, cy, radius, angle), fill=fill)
     small = canvas.resize((image_size, image_size), Image.Resampling.BOX)
     return np.asarray(small, dtype=np.uint8)

@@ -22,6 +22,20 @@ def random_state_variables(model) -> list:
     return [v for v in model.variables if id(v) not in weights]
 
 
+def save_pretrained(model, folder: str, processor=None) -> str:
+    """`model.save_pretrained` for a model being trained: Keras writes a compiled model's
+    optimizer state into its weights file, which `from_pretrained` (strict) refuses, so the
+    weights go through an uncompiled copy of the model."""
+    if getattr(model, "optimizer", None) is None:
+        return model.save_pretrained(folder, processor=processor)
+    copy = type(model)(model.config, label_smoothing=model.label_smoothing,
+                       min_temperature=model.min_temperature, dtype="float32")
+    copy.build()
+    copy.set_weights(model.get_weights())
+    copy.source_folder = getattr(model, "source_folder", None)
+    return copy.save_pretrained(folder, processor=processor)
+
+
 class AlignBackupAndRestore(keras.callbacks.BackupAndRestore):
     """Keras's BackupAndRestore (weights, optimizer state, epoch), plus the dropout seed
     generators' state, so that a resumed run ends with the same weights as an uninterrupted one.
@@ -79,7 +93,7 @@ class SavePretrainedCheckpoints(keras.callbacks.Callback):
         if (epoch + 1) % self.every_epochs:
             return
         path = os.path.join(self.folder, f"step-{(epoch + 1) * self.steps_per_epoch}")
-        self.model.save_pretrained(path, processor=self.processor)
+        save_pretrained(self.model, path, self.processor)
         self.saved.append(path)
         while self.keep and len(self.saved) > self.keep:
             shutil.rmtree(self.saved.pop(0), ignore_errors=True)

@@ -38,6 +38,8 @@ def add_arguments(parser) -> None:
                       help="'demo' or 'demo:COUNT' (generated shapes x colours, default 8000 pairs), "
                            "'digits' (scikit-learn's digits), a TFRecord glob, a TSV file or a "
                            "Karpathy JSON (read by align_tf.data); default: demo")
+    data.add_argument("--image-root", default=None,
+                      help="image folder for a Karpathy JSON (default for a TSV: the TSV's folder)")
     data.add_argument("--model", default=None,
                       help="checkpoint folder or hub id to fine-tune, a config.json to train from "
                            f"scratch, or a preset ({', '.join(PRESETS)}); default: demo-config "
@@ -88,7 +90,7 @@ def config_from_args(args):
     from align_tf.training.recipe import TrainingConfig
 
     return TrainingConfig(
-        data=args.data, model=args.model, text_model=args.text_model, output=args.output,
+        data=args.data, image_root=args.image_root, model=args.model, text_model=args.text_model, output=args.output,
         strategy=args.strategy, global_batch_size=args.global_batch_size, steps=args.steps,
         epochs=args.epochs, learning_rate=args.learning_rate, warmup_steps=args.warmup_steps,
         weight_decay=args.weight_decay, optimizer=args.optimizer, precision=args.precision,

@@ -115,12 +115,13 @@ def pairs_dataset(data: PairData, processor, global_batch_size: int, seed: int =
 
 
 def files_dataset(spec: str, processor, global_batch_size: int, seed: int = 0,
-                  skip_batches: int = 0) -> tf.data.Dataset:
-    """TFRecord shards, a TSV + image folder, or Karpathy JSON, read by align_tf.data."""
-    try:
-        from align_tf.data import pipelines
-    except ImportError as error:  # pragma: no cover - depends on the data package's state
-        raise ValueError(f"--data {spec!r}: reading files needs align_tf.data.pipelines ({error})") from None
-    dataset = pipelines.training_dataset(spec, processor=processor, batch_size=global_batch_size,
-                                         seed=seed, deterministic=True)
-    return dataset.repeat().skip(skip_batches)
+                  skip_batches: int = 0, image_root: str | None = None):
+    """TFRecord shards, a TSV / CSV + image folder, or Karpathy JSON (align_tf.data.pipelines),
+    repeated, from batch `skip_batches` on. Returns (dataset, a Keras callback that reports
+    records skipped because their image did not decode)."""
+    from align_tf.data import pipelines
+
+    one_pass = pipelines.training_dataset(spec, processor, global_batch_size, seed=seed,
+                                          deterministic=True, image_root=image_root)
+    report = pipelines.SkippedRecordsCallback(one_pass.skip_counter)
+    return one_pass.repeat().skip(skip_batches), report

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from dataclasses import asdict, dataclass, field
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
@@ -23,6 +24,7 @@ class TrainingConfig:
     data: str = "demo"
     model: str | None = None  # checkpoint folder / hub id, a config.json, or a preset name
     text_model: str | None = None  # HF BERT checkpoint for the text tower
+    image_root: str | None = None  # image folder of a Karpathy JSON (or of a TSV's relative paths)
     output: str = "runs/align"
     strategy: str = "default"
     global_batch_size: int = 32
@@ -188,6 +190,12 @@ def build_model_and_processor(config: TrainingConfig):
     return model, processor
 
 
+def _tensorboard_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("tensorboard") is not None
+
+
 # -- the run ---------------------------------------------------------------------------------
 def _plan_steps(config: TrainingConfig, data_size: int | None) -> tuple[int, int]:
     """(total optimizer steps, steps per checkpoint interval)."""
@@ -265,8 +273,10 @@ def train(config: TrainingConfig, extra_callbacks=()) -> TrainingSummary:
                                        skip_examples=skip_batches * config.global_batch_size,
                                        augment=config.augment)
     else:
-        dataset = inputs.files_dataset(arg, processor, config.global_batch_size, config.seed,
-                                       skip_batches=skip_batches)
+        dataset, skipped_report = inputs.files_dataset(
+            arg, processor, config.global_batch_size, config.seed, skip_batches=skip_batches,
+            image_root=config.image_root)
+        extra_callbacks = [skipped_report, *extra_callbacks]
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     dataset = dataset.with_options(options)
@@ -278,9 +288,13 @@ def train(config: TrainingConfig, extra_callbacks=()) -> TrainingSummary:
             callbacks.append(cb.SavePretrainedCheckpoints(
                 os.path.join(config.output, "checkpoints"), processor, steps_per_epoch=every,
                 keep=config.keep_checkpoints))
-        callbacks.append(keras.callbacks.TensorBoard(
-            config.logdir or os.path.join(config.output, "logs"),
-            update_freq=max(1, batches_per_epoch // 10)))
+        if _tensorboard_installed():
+            callbacks.append(keras.callbacks.TensorBoard(
+                config.logdir or os.path.join(config.output, "logs"),
+                update_freq=max(1, batches_per_epoch // 10)))
+        else:
+            print("align-tf train: tensorboard is not installed; no TensorBoard logs "
+                  "(pip install tensorboard)", file=sys.stderr)
     callbacks += list(extra_callbacks)
     epochs = steps // every
     history = model.fit(dataset, epochs=epochs, steps_per_epoch=batches_per_epoch,
@@ -300,7 +314,7 @@ def train(config: TrainingConfig, extra_callbacks=()) -> TrainingSummary:
         resumed_from_step=initial_epoch * every,
     )
     if chief:
-        model.save_pretrained(config.output, processor=processor)
+        cb.save_pretrained(model, config.output, processor)
         if kind in ("demo", "digits"):
             from align_tf.training.heldout import zero_shot_accuracy
 
