@@ -104,6 +104,15 @@ def test_jpeg_bytes_match_hf_on_the_decoded_photo(processor, hf_processor):
     assert diff.mean() <= MEAN_LIMIT and np.percentile(diff, 99) <= P99_LIMIT
 
 
+def test_tf_resize_method_stays_within_the_bar(hf_processor):
+    fast = AlignImageProcessor(resize_method="tf")
+    for name, array in photos().items():
+        diff = np.abs(fast(array).numpy() - hf_pixels(hf_processor, [Image.fromarray(array)]))
+        print(f"{name} (resize_method='tf'): mean |diff| {diff.mean() * 127.5:.3f} levels, "
+              f"p99 {np.percentile(diff, 99) * 127.5:.2f}")
+        assert diff.mean() <= MEAN_LIMIT and np.percentile(diff, 99) <= P99_LIMIT, name
+
+
 def test_pil_path_equals_hf_bit_for_bit(processor, hf_processor):
     images = [Image.fromarray(a) for a in photos().values()]
     np.testing.assert_array_equal(processor.preprocess_pil(images), hf_pixels(hf_processor, images))
