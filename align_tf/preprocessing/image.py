@@ -142,7 +142,8 @@ class AlignImageProcessor(tf.Module):
             return sum(b[start + i] * (256**i) for i in range(n))
 
         is_jpeg = (b[0] == 0xFF) & (b[1] == 0xD8) & (b[2] == 0xFF)
-        is_png = tf.equal(tf.strings.substr(head, 0, 16), b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR")
+        is_png = tf.equal(tf.strings.substr(head, 0, 8), b"\x89PNG\r\n\x1a\n")
+        has_ihdr = tf.equal(tf.strings.substr(head, 8, 8), b"\0\0\0\x0dIHDR")
         gif_magic = tf.strings.substr(head, 0, 6)
         is_gif = tf.equal(gif_magic, b"GIF87a") | tf.equal(gif_magic, b"GIF89a")
         is_bmp = tf.equal(tf.strings.substr(head, 0, 2), b"BM") & (length >= 26)
@@ -160,8 +161,10 @@ class AlignImageProcessor(tf.Module):
             return shape[0], shape[1]
 
         def other_shape():
-            height = tf.where(is_png, be(20, 4), tf.where(is_gif, le(8, 2), tf.where(is_bmp, bmp_h, 0)))
-            width = tf.where(is_png, be(16, 4), tf.where(is_gif, le(6, 2), tf.where(is_bmp, bmp_w, 0)))
+            # A PNG without its IHDR chunk first declares nothing: size 0, refused as corrupt.
+            png_h, png_w = tf.where(has_ihdr, be(20, 4), 0), tf.where(has_ihdr, be(16, 4), 0)
+            height = tf.where(is_png, png_h, tf.where(is_gif, le(8, 2), tf.where(is_bmp, bmp_h, 0)))
+            width = tf.where(is_png, png_w, tf.where(is_gif, le(6, 2), tf.where(is_bmp, bmp_w, 0)))
             return height, width
 
         height, width = tf.cond(is_jpeg, jpeg_shape, other_shape)
@@ -186,7 +189,7 @@ class AlignImageProcessor(tf.Module):
                 fmt > 0,
                 [tf.strings.join(["not a JPEG/PNG/GIF/BMP (first bytes ", hex_bytes, ")"])],
             ),
-            tf.debugging.Assert((height > 0) & (width > 0), ["image header declares an empty size"]),
+            tf.debugging.Assert((height > 0) & (width > 0), ["corrupt image header (no size, or size 0)"]),
             tf.debugging.Assert(
                 height * width <= self.max_pixels,
                 [
@@ -365,7 +368,7 @@ class AlignImageProcessor(tf.Module):
         if fmt == 0:
             return f"not a JPEG/PNG/GIF/BMP (first bytes {' '.join(f'{b:02x}' for b in data[:4])})"
         if height <= 0 or width <= 0:
-            return f"{FORMATS[fmt]} header declares an empty size ({width}x{height})"
+            return f"corrupt {FORMATS[fmt]} header (declares {width}x{height})"
         if height * width > self.max_pixels:
             return (
                 f"{FORMATS[fmt]} header declares {width}x{height} = {height * width:,} pixels, "
