@@ -182,8 +182,7 @@ class AlignModel(PretrainedMixin, keras.Model):
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # Keras's version needs a sample batch and breaks on dict batches under
         # MultiWorkerMirroredStrategy; this model builds from its config (see build_for_fit).
-        if self._distribute_strategy is None:
-            return
+        # Always, so the optimizer's variables are the same in a fresh and a resumed run.
         from align_tf.training.distributed import build_for_fit
 
         build_for_fit(self)

@@ -59,8 +59,12 @@ def build_for_fit(model) -> None:
     Stands in for Keras's `_maybe_symbolic_build`, which first reduces a sample batch with
     `strategy.reduce("MEAN", batch)`: under MultiWorkerMirroredStrategy that fails for any
     batch that is a dict or tuple ("Attempt to convert a value (PerReplica...)"), and an
-    `AlignModel` builds from its config alone, so no sample batch is needed.
+    `AlignModel` builds from its config alone, so no sample batch is needed. Called under any
+    strategy (the default one included).
     """
+    # The optimizer is built on every trainable variable, also those that get no gradient (BERT's
+    # pooler), so that its state has the same layout in a fresh run and in one that restores
+    # a backup (BackupAndRestore builds it the same way before loading).
     strategy = model.distribute_strategy
     with strategy.scope():
         if not model.built:
