@@ -33,5 +33,7 @@ def machine_info() -> dict:
         "cpu": cpu,
         "cpu_count": os.cpu_count(),
         "memory_gib": memory_gib,
+        # Other work on the machine skews ratios (PyTorch's OpenMP suffers most): recorded.
+        "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
         "versions": versions,
     }
