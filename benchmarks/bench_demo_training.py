@@ -87,11 +87,16 @@ def main() -> None:
             argv[argv.index("--output") + 1] = output
             if "--logdir" in argv:
                 argv[argv.index("--logdir") + 1] = os.path.join(tmp, f"{task}-logs")
+            load_before = os.getloadavg()
             seconds = run_command(argv)
+            load_after = os.getloadavg()
             with open(os.path.join(output, "training_summary.json")) as f:
                 summary = json.load(f)["summary"]
             results["runs"][task] = {
                 "command": command, "wall_seconds": round(seconds, 1),
+                # The 2 cores are shared with other jobs: the load says how busy they were.
+                "load_average_1_5_15_before": [round(x, 2) for x in load_before],
+                "load_average_1_5_15_after": [round(x, 2) for x in load_after],
                 "train_seconds": summary["seconds"], "steps": summary["steps"],
                 "examples_per_second": summary["examples_per_second"],
                 "final_loss": summary["final_loss"], "final_temperature": summary["final_temperature"],

@@ -80,17 +80,28 @@ def test_bundled_examples_get_the_right_labels():
 
 
 def test_short_run_of_the_recipe_learns(tmp_path):
-    """A few minutes of the documented recipe, cut short: far above the 1-in-24 chance."""
+    """The documented recipe cut to a short run: far above chance (1 in 24), and the colour,
+    learned first, nearly always right."""
+    from align_tf.models.align import AlignModel
+    from align_tf.preprocessing.processor import AlignProcessor
+    from align_tf.training.heldout import zero_shot_predictions
+    from align_tf.training.inputs import demo_pairs
     from align_tf.training.recipe import TrainingConfig, train
 
+    output = str(tmp_path / "short")
     summary = train(TrainingConfig(
-        data="demo:2000", model="demo-config", output=str(tmp_path / "short"),
-        global_batch_size=64, steps=SHORT_STEPS, learning_rate=3e-3, warmup_steps=20,
-        optimizer="adamw", keep_checkpoints=0, eval_count=240, verbose=0))
-    assert summary.zero_shot_classes == 24
-    assert summary.zero_shot_accuracy >= SHORT_THRESHOLD, summary
+        data="demo:2000", model="demo-config", output=output, global_batch_size=64,
+        steps=SHORT_STEPS, learning_rate=4e-3, warmup_steps=20, optimizer="adamw",
+        keep_checkpoints=0, eval_count=24, verbose=0))
     assert summary.final_loss < np.log(64)
+    model, processor = AlignModel.from_pretrained(output), AlignProcessor.from_pretrained(output)
+    fresh = demo_pairs(240, seed=FRESH_SEED, image_size=64)
+    predicted = zero_shot_predictions(model, processor, fresh)
+    top1 = np.mean([p == t for p, t in zip(predicted, fresh.labels)])
+    colour = np.mean([p.split()[0] == t.split()[0] for p, t in zip(predicted, fresh.labels)])
+    print(f"short run ({SHORT_STEPS} steps): top-1 {top1:.1%}, colour {colour:.1%}")
+    assert top1 >= 0.15, top1  # chance: 1/24 = 4.2%
+    assert colour >= 0.8, colour  # chance: 1/6
 
 
-SHORT_STEPS = 150
-SHORT_THRESHOLD = 0.25
+SHORT_STEPS = 160

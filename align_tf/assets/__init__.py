@@ -10,8 +10,9 @@ EXAMPLES_DIR = os.path.join(ASSETS_DIR, "examples")
 
 # How the committed demo model was made (docs/training.md explains the choices).
 DEMO_TRAIN_COMMAND = (
-    "align-tf train --data demo --model demo-config --steps 1800 --global-batch-size 96 "
-    "--learning-rate 2e-3 --warmup-steps 100 --output align_tf/assets/demo_model"
+    "align-tf train --data demo:8000 --model demo-config --steps 1400 --global-batch-size 64 "
+    "--optimizer adamw --learning-rate 4e-3 --warmup-steps 100 --save-dtype float16 "
+    "--keep-checkpoints 0 --logdir runs/demo-logs --output align_tf/assets/demo_model"
 )
 
 

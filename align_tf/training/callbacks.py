@@ -22,14 +22,15 @@ def random_state_variables(model) -> list:
     return [v for v in model.variables if id(v) not in weights]
 
 
-def save_pretrained(model, folder: str, processor=None) -> str:
+def save_pretrained(model, folder: str, processor=None, dtype: str = "float32") -> str:
     """`model.save_pretrained` for a model being trained: Keras writes a compiled model's
     optimizer state into its weights file, which `from_pretrained` (strict) refuses, so the
-    weights go through an uncompiled copy of the model."""
-    if getattr(model, "optimizer", None) is None:
+    weights go through an uncompiled copy of the model. `dtype="float16"` stores them at half
+    the size (they load back into float32)."""
+    if getattr(model, "optimizer", None) is None and dtype == "float32":
         return model.save_pretrained(folder, processor=processor)
     copy = type(model)(model.config, label_smoothing=model.label_smoothing,
-                       min_temperature=model.min_temperature, dtype="float32")
+                       min_temperature=model.min_temperature, dtype=dtype)
     copy.build()
     copy.set_weights(model.get_weights())
     copy.source_folder = getattr(model, "source_folder", None)

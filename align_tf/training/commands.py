@@ -77,6 +77,8 @@ def add_arguments(parser) -> None:
                      help="optimizer steps between backups and checkpoints (default: a tenth of the run)")
     out.add_argument("--keep-checkpoints", type=int, default=2,
                      help="OUTPUT/checkpoints/step-N folders to keep (0: none)")
+    out.add_argument("--save-dtype", choices=["float32", "float16"], default="float32",
+                     help="dtype of the saved weights (float16: half the size)")
     out.add_argument("--logdir", default=None, help="TensorBoard folder (default: OUTPUT/logs)")
     out.add_argument("--eval-count", type=int, default=480,
                      help="fresh demo images for the final zero-shot accuracy")
@@ -90,12 +92,14 @@ def config_from_args(args):
     from align_tf.training.recipe import TrainingConfig
 
     return TrainingConfig(
-        data=args.data, image_root=args.image_root, model=args.model, text_model=args.text_model, output=args.output,
+        data=args.data, image_root=args.image_root, model=args.model, text_model=args.text_model,
+        output=args.output,
         strategy=args.strategy, global_batch_size=args.global_batch_size, steps=args.steps,
         epochs=args.epochs, learning_rate=args.learning_rate, warmup_steps=args.warmup_steps,
         weight_decay=args.weight_decay, optimizer=args.optimizer, precision=args.precision,
         freeze=list(args.freeze), gradient_accumulation_steps=args.gradient_accumulation_steps,
         save_every=args.save_every, keep_checkpoints=args.keep_checkpoints, logdir=args.logdir,
+        save_dtype=args.save_dtype,
         label_smoothing=args.label_smoothing, min_temperature=args.min_temperature,
         augment=args.augment, seed=args.seed, eval_count=args.eval_count,
         verbose=0 if args.quiet else 1)

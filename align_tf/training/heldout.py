@@ -9,10 +9,10 @@ PROMPT = "a photo of a {}."
 DIGITS_PROMPT = "a photo of {}."  # digit class names already read "the digit seven"
 
 
-def zero_shot_accuracy(model, processor, data, template: str | None = None,
-                       batch_size: int = 64) -> float:
-    """Top-1 accuracy of zero-shot classification of `data.images` (uint8, already at the
-    model's input size) over `data.class_names`, the truth being `data.labels`."""
+def zero_shot_predictions(model, processor, data, template: str | None = None,
+                          batch_size: int = 64) -> list[str]:
+    """The top-1 class name for each of `data.images` (uint8, already at the model's input
+    size) among `data.class_names`, prompted with `template`."""
     from align_tf.evaluation.zero_shot import ZeroShotClassifier
 
     if template is None:
@@ -22,6 +22,11 @@ def zero_shot_accuracy(model, processor, data, template: str | None = None,
     pixel_values = np.concatenate([
         np.asarray(processor.image_processor(list(data.images[i:i + batch_size])))
         for i in range(0, len(data.images), batch_size)])
-    predicted = classifier.logits(pixel_values).argmax(axis=1)
-    truth = np.array([data.class_names.index(label) for label in data.labels])
-    return float(np.mean(predicted == truth))
+    return [data.class_names[i] for i in classifier.logits(pixel_values).argmax(axis=1)]
+
+
+def zero_shot_accuracy(model, processor, data, template: str | None = None,
+                       batch_size: int = 64) -> float:
+    """Top-1 accuracy of zero-shot classification over `data.class_names` (truth: `data.labels`)."""
+    predicted = zero_shot_predictions(model, processor, data, template, batch_size)
+    return float(np.mean([p == t for p, t in zip(predicted, data.labels)]))

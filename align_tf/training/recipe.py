@@ -17,6 +17,13 @@ from dataclasses import asdict, dataclass, field
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 FREEZE_CHOICES = ("vision", "text")
 SUMMARY_NAME = "training_summary.json"
+SAVE_DTYPES = ("float32", "float16")
+# The real-data run reported in docs/training.md (benchmarks/bench_demo_training.py --digits).
+DIGITS_TRAIN_COMMAND = (
+    "align-tf train --data digits --model demo-config --epochs 40 --global-batch-size 64 "
+    "--optimizer adamw --learning-rate 4e-3 --warmup-steps 50 --keep-checkpoints 0 "
+    "--output runs/digits"
+)
 
 
 @dataclass
@@ -39,6 +46,7 @@ class TrainingConfig:
     gradient_accumulation_steps: int = 1
     save_every: int | None = None  # optimizer steps between checkpoints (default: a tenth)
     keep_checkpoints: int = 2  # periodic save_pretrained folders kept (0: none)
+    save_dtype: str = "float32"  # "float16" halves the saved weights (the demo model)
     logdir: str | None = None  # TensorBoard logs (default: OUTPUT/logs)
     label_smoothing: float = 0.1
     min_temperature: float | None = None
@@ -81,15 +89,19 @@ class TrainingSummary:
 
 # -- presets: configurations to train from scratch ----------------------------------------
 def demo_config():
-    """The demo model: a 10-block EfficientNet at 64x64 and a 2-layer BERT of width 32 on the
-    real bert-base-uncased vocabulary (its embedding table is most of the ~1.2M weights)."""
+    """The demo model (shapes x colours, 64x64 images): EfficientNet at width 0.5 / depth 0.5
+    (10 blocks, 160-d output, BatchNorm momentum 0.9 for a short run) and a 2-layer BERT of
+    width 64 on the real bert-base-uncased vocabulary (its embedding table is most of the
+    ~2.5M weights). The temperature starts at 0.05: from 1.0 a short run spends its first
+    hundreds of steps just sharpening the logits."""
     from align_tf.configuration import AlignConfig, AlignTextConfig, AlignVisionConfig
 
-    vision = AlignVisionConfig(image_size=64, width_coefficient=0.25, depth_coefficient=0.5,
-                               drop_connect_rate=0.1)
-    text = AlignTextConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2,
-                           num_attention_heads=2, intermediate_size=64, max_position_embeddings=32)
-    return AlignConfig(text_config=text, vision_config=vision, projection_dim=vision.output_channels)
+    vision = AlignVisionConfig(image_size=64, width_coefficient=0.5, depth_coefficient=0.5,
+                               drop_connect_rate=0.1, batch_norm_momentum=0.9)
+    text = AlignTextConfig(vocab_size=30522, hidden_size=64, num_hidden_layers=2,
+                           num_attention_heads=2, intermediate_size=128, max_position_embeddings=32)
+    return AlignConfig(text_config=text, vision_config=vision, projection_dim=vision.output_channels,
+                       temperature_init_value=0.05)
 
 
 def align_base_config():
@@ -212,6 +224,17 @@ def _plan_steps(config: TrainingConfig, data_size: int | None) -> tuple[int, int
 
 
 def train(config: TrainingConfig, extra_callbacks=()) -> TrainingSummary:
+    """Run the recipe; returns the summary (also written to OUTPUT/training_summary.json)."""
+    import keras
+
+    previous_policy = keras.config.dtype_policy()
+    try:
+        return _train(config, extra_callbacks)
+    finally:
+        keras.config.set_dtype_policy(previous_policy)  # --precision is for this run only
+
+
+def _train(config: TrainingConfig, extra_callbacks=()) -> TrainingSummary:
     import keras
     import tensorflow as tf
 
@@ -226,6 +249,8 @@ def train(config: TrainingConfig, extra_callbacks=()) -> TrainingSummary:
     for tower in config.freeze:
         if tower not in FREEZE_CHOICES:
             raise ValueError(f"--freeze must name {FREEZE_CHOICES}, got {tower!r}")
+    if config.save_dtype not in SAVE_DTYPES:
+        raise ValueError(f"--save-dtype must be one of {SAVE_DTYPES}, got {config.save_dtype!r}")
     if config.gradient_accumulation_steps < 1:
         raise ValueError("--gradient-accumulation-steps must be >= 1")
     keras.utils.set_random_seed(config.seed)
@@ -314,7 +339,7 @@ def train(config: TrainingConfig, extra_callbacks=()) -> TrainingSummary:
         resumed_from_step=initial_epoch * every,
     )
     if chief:
-        cb.save_pretrained(model, config.output, processor)
+        cb.save_pretrained(model, config.output, processor, dtype=config.save_dtype)
         if kind in ("demo", "digits"):
             from align_tf.training.heldout import zero_shot_accuracy
 
