@@ -346,10 +346,15 @@ class EmbeddingIndex:
 
     # -- queries by text / image ---------------------------------------------------------
     def query(self, text=None, image=None, plus_text=(), minus_text=(), weight: float = 1.0,
-              k: int = 10, backend: str = "exact", embedder=None):
+              k: int = 10, backend: str = "exact", embedder=None, text_templates=None):
         """Top-k hits for one query: a text, an image, or an image with texts added
         (`plus_text`) and subtracted (`minus_text`). Returns a list of dicts
-        `{"rank", "score", "id", **metadata}`, best first."""
+        `{"rank", "score", "id", **metadata}`, best first.
+
+        `text_templates` (e.g. `["a {} circle", "a {} square"]`) embeds every text of the
+        query in each template and averages them (prompt ensembling): a bare word such as
+        "red" is far from the captions a model was trained on, and in context the parts the
+        plus and minus texts share cancel out."""
         embedder = embedder or self.embedder
         if embedder is None:
             raise ValueError("query by text or image needs an embedder (a model and processor): "
@@ -359,20 +364,32 @@ class EmbeddingIndex:
         if text is not None:
             if plus_text or minus_text:
                 raise ValueError("plus_text / minus_text modify an image query, not a text one")
-            vector = embedder.embed_texts([text])[0]
+            vector = embed_texts_in_templates(embedder, [text], text_templates)[0]
         else:
             vector = embedder.embed_images([image])[0]
-            texts = [*_as_list(plus_text), *_as_list(minus_text)]
-            if texts:
-                embeds = embedder.embed_texts(texts)
-                n_plus = len(_as_list(plus_text))
-                vector = compose_query(vector, embeds[:n_plus], embeds[n_plus:], weight)
+            plus, minus = _as_list(plus_text), _as_list(minus_text)
+            if plus or minus:
+                embeds = embed_texts_in_templates(embedder, plus + minus, text_templates)
+                vector = compose_query(vector, embeds[:len(plus)], embeds[len(plus):], weight)
         scores, ids = self.search(vector, k, backend=backend)
         return self.hits(scores, ids)
 
     def hits(self, scores, ids):
         return [{"rank": rank, "score": float(score), "id": int(i), **self.metadata[int(i)]}
                 for rank, (score, i) in enumerate(zip(scores, ids), start=1) if i >= 0]
+
+
+def embed_texts_in_templates(embedder, texts, templates=None) -> np.ndarray:
+    """[len(texts), D]: each text's embedding, or with templates the normalised mean of its
+    embeddings in every template (the zero-shot classifier's prompt ensembling)."""
+    if not templates:
+        return embedder.embed_texts(texts)
+    from align_tf.evaluation.templates import resolve_templates
+    from align_tf.evaluation.zero_shot import class_prompts, ensemble_class_embeddings
+
+    templates = resolve_templates(templates)
+    return ensemble_class_embeddings(embedder.embed_texts(class_prompts(texts, templates)),
+                                     len(texts))
 
 
 def _remove_index_files(directory):

@@ -48,6 +48,10 @@ def register(subparsers) -> None:
                    help="subtract this text (repeatable)")
     s.add_argument("--weight", type=float, default=1.0,
                    help="weight of the added / subtracted text embeddings (default 1)")
+    s.add_argument("--text-template", action="append", default=None,
+                   help="embed every query text inside this template ({} for the text) and "
+                        "average over the templates given (repeatable), e.g. "
+                        "--text-template 'a {} circle' --text-template 'a {} square'")
     s.add_argument("--top-k", type=int, default=5, help="results to show (default 5)")
     s.add_argument("--backend", choices=("exact", "faiss"), default="exact",
                    help="exact chunked search, or approximate HNSW (needs faiss-cpu)")
@@ -108,7 +112,7 @@ def run_search(args) -> int:
     index.embedder = embedder_for(args)
     hits = index.query(text=args.text, image=args.image, plus_text=args.plus_text,
                        minus_text=args.minus_text, weight=args.weight, k=args.top_k,
-                       backend=args.backend)
+                       backend=args.backend, text_templates=args.text_template)
     if args.json:
         print(json.dumps(hits, indent=2))
         return 0
