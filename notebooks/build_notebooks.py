@@ -14,6 +14,8 @@ import nbformat
 from nbclient import NotebookClient
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# Keep TensorFlow's start-up log lines out of the committed outputs.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 SWITCH = '''# ▶ To use the real ALIGN (needs internet once; ~700 MB), set:
 # MODEL = "kakaobrain/align-base"
@@ -50,7 +52,7 @@ guesses; with `kakaobrain/align-base` the photo labels below become meaningful."
     ("code", '''from PIL import Image
 from skimage import data as skdata
 
-examples = sorted(str(p) for p in example_images_path().iterdir())
+examples = sorted(os.path.join(example_images_path(), f) for f in os.listdir(example_images_path()))
 photos = {"astronaut": skdata.astronaut(), "chelsea": skdata.chelsea(),
           "coffee": skdata.coffee(), "rocket": skdata.rocket()}
 images = [Image.open(p).convert("RGB") for p in examples] + [Image.fromarray(a) for a in photos.values()]
@@ -218,7 +220,7 @@ server = subprocess.Popen([sys.executable, "-m", "align_tf.cli", "serve", "--mod
 from align_tf.serving import AlignServingClient
 client = AlignServingClient(f"127.0.0.1:{grpc_port}", "align")
 print(client.wait_until_available(timeout=300))'''),
-    ("code", '''images = sorted(str(p) for p in example_images_path().iterdir())[:4]
+    ("code", '''images = sorted(os.path.join(example_images_path(), f) for f in os.listdir(example_images_path()))[:4]
 labels = ["a red circle", "a blue square", "a green triangle", "a yellow star"]
 result = client.classify(images, labels)
 for path, p in zip(images, result["probs"]):
@@ -290,13 +292,16 @@ for query in ["a red circle", "a blue star", "a yellow triangle"]:
     show(index.query(text=query, k=6), f"text: {query!r}")'''),
     ("code", '''query_image = paths[0]
 show(index.query(image=query_image, k=6), f"image: {os.path.basename(query_image)} (itself first)")'''),
-    ("md", "## Image + text composition: a blue circle, plus \\"red\\", minus \\"blue\\""),
+    ("md", '## Image + text composition: a blue circle, plus "red", minus "blue"'),
     ("code", '''from align_tf.data.synthetic import draw_shape
 blue_circle = draw_shape(np.random.default_rng(3), "blue", "circle", image_size=64)
 Image.fromarray(blue_circle).save(os.path.join(work, "blue_circle.png"))
-show([{"path": os.path.join(work, "blue_circle.png"), "score": 1.0}] * 1 + index.query(image=os.path.join(work, "blue_circle.png"), k=5), "image query")
-show(index.query(image=os.path.join(work, "blue_circle.png"), plus_text="red", minus_text="blue", k=6),
-     "blue circle + 'red' - 'blue'")'''),
+show(index.query(image=os.path.join(work, "blue_circle.png"), k=6), "image query: a new blue circle")
+# Colour words are embedded inside shape phrases and averaged (prompt ensembling), so that
+# "red" - "blue" moves the colour and leaves the shape alone.
+phrases = ["a {} circle", "a {} square", "a {} triangle", "a {} star"]
+show(index.query(image=os.path.join(work, "blue_circle.png"), plus_text="red", minus_text="blue",
+                 text_templates=phrases, k=6), "blue circle + 'red' - 'blue'")'''),
     ("code", '''# The index is a folder: shards of embeddings + metadata, loadable later without re-embedding.
 again = EmbeddingIndex.load(os.path.join(work, "index"), embedder=embedder)
 print(len(again), again.query(text="a green square", k=3)[0])'''),

@@ -226,3 +226,14 @@ def test_convert_command(tmp_path, reference, inputs, capsys):
     model = AlignModel.from_pretrained(str(tmp_path / "out"))
     assert np.max(np.abs(logits(model, inputs) - reference_logits(reference, inputs))) < 1e-5
     shutil.rmtree(tmp_path / "src")
+
+
+def test_trained_model_saves_and_reloads(tmp_path, inputs):
+    # A compiled, trained model's weights file also carries optimizer state: still loads.
+    model = AlignModel(tiny_align_config())
+    model.compile(optimizer=keras.optimizers.AdamW(1e-3))
+    batch = {**inputs, "pixel_values": pixel_batch(3, 40, seed=4)}
+    model.train_on_batch(batch)
+    model.save_pretrained(str(tmp_path))
+    reloaded = AlignModel.from_pretrained(str(tmp_path))
+    np.testing.assert_allclose(logits(reloaded, inputs), logits(model, inputs), atol=1e-6)

@@ -97,6 +97,8 @@ def load_keras_weights_strict(model, path: str) -> None:
     with h5py.File(path, "r") as f:
         stored = []
         f.visititems(lambda name, obj: stored.append(name) if isinstance(obj, h5py.Dataset) else None)
+    # A compiled model's file also holds its optimizer's state, which loading does not use.
+    stored = [name for name in stored if not name.startswith("optimizer/")]
     if len(stored) != len(model.weights):
         raise CheckpointMismatchError(
             f"{path} holds {len(stored)} arrays but the {type(model).__name__} built from its "
