@@ -11,6 +11,12 @@ import pytest
 from align_tf.data import synthetic
 
 
+# Area of each shape for size 1 (side of a square or triangle; diameter of a circle or star,
+# whose inner points sit at 0.42 of the outer radius).
+AREA_PER_SQUARED_SIZE = {"square": 1.0, "circle": np.pi / 4, "triangle": np.sqrt(3) / 4,
+                         "star": 5 * 0.5 * 0.5 * 0.42 * np.sin(np.pi / 5)}
+
+
 def shape_mask(image: np.ndarray) -> np.ndarray:
     """Pixels of the shape: far from the (light, almost grey) background in saturation."""
     image = image.astype(np.int32)
@@ -42,11 +48,10 @@ def test_shape_colour_size_and_background(colour):
         for _ in range(5):
             image = synthetic.draw_shape(rng, colour, shape, image_size=96)
             mask = shape_mask(image)
-            rows, cols = np.nonzero(mask)
-            extent = max(rows.max() - rows.min() + 1, cols.max() - cols.min() + 1) / 96
-            # 20-60% of the side (a star's or triangle's tips and a tilted square's corners
-            # make the drawn box differ a little from the nominal size).
-            assert 0.15 <= extent <= 0.66, (shape, extent)
+            # The size from the drawn area: a square's side, a circle's or star's diameter, an
+            # (equilateral) triangle's side must be 20-60% of the image side.
+            size = np.sqrt(mask.sum() / AREA_PER_SQUARED_SIZE[shape]) / 96
+            assert 0.18 <= size <= 0.62, (shape, size)
             fill = image[mask].astype(float).mean(axis=0)
             nearest = min(synthetic.COLOURS, key=lambda c: np.abs(fill - synthetic.COLOURS[c]).sum())
             assert nearest == colour, (shape, fill)
