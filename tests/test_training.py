@@ -196,3 +196,46 @@ def test_gradient_accumulation_of_two_identical_batches_equals_one_step():
     for a, b in zip(trainable_arrays(accumulated), trainable_arrays(plain)):
         np.testing.assert_allclose(a, b, atol=1e-6)
     assert int(accumulated.optimizer.iterations.numpy()) == 1
+
+
+def test_text_tower_from_an_hf_bert_checkpoint():
+    """`--text-model`: the text tower starts as the BERT checkpoint (real MiniLM weights), with
+    its config and its vocabulary; the rest comes from the preset."""
+    from support import minilm_folder
+
+    from align_tf.models.bert import AlignTextModel
+    from align_tf.training.recipe import TrainingConfig, build_model_and_processor
+
+    model, processor = build_model_and_processor(
+        TrainingConfig(model="demo-config", text_model=minilm_folder()))
+    bert = AlignTextModel.from_pretrained(minilm_folder())
+    assert model.config.text_config.hidden_size == 384
+    assert model.config.vision_config.width_coefficient == 0.5  # the preset's vision tower
+    for ours, theirs in zip(model.text_model.weights, bert.weights):
+        np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+    assert processor.tokenizer.vocab_file.startswith(minilm_folder())
+
+
+def test_strategies_by_name():
+    import tensorflow as tf
+
+    from align_tf.training.strategy import get_strategy, is_chief, worker_task
+
+    assert get_strategy("default") is tf.distribute.get_strategy()
+    assert get_strategy("mirrored").num_replicas_in_sync >= 1
+    with pytest.raises(ValueError, match="TF_CONFIG"):
+        get_strategy("multi_worker")
+    with pytest.raises(ValueError, match="strategy must be one of"):
+        get_strategy("horovod")
+    assert is_chief(tf.distribute.get_strategy()) and worker_task() == (None, 0)
+
+
+def test_cli_refuses_bad_settings(tmp_path, capsys):
+    from align_tf.cli import main
+
+    code = main(["train", "--data", "demo:16", "--steps", "1", "--global-batch-size", "4",
+                 "--precision", "float32", "--gradient-accumulation-steps", "0",
+                 "--output", str(tmp_path)])
+    assert code == 2 and "--gradient-accumulation-steps" in capsys.readouterr().err
+    code = main(["train", "--data", "digits", "--output", str(tmp_path)])
+    assert code == 2 and "--model" in capsys.readouterr().err
