@@ -1,1 +1,2 @@
-"""Contrastive training: the distributed step's TF side, strategies, optimizers, schedule, callbacks, inputs and the `align-tf train` recipe."""
+"""Contrastive training: the TF side of the distributed step, strategies, optimizers, the schedule,
+callbacks, inputs, and the `align-tf train` recipe."""

@@ -64,7 +64,7 @@ class TrainingSummary:
     examples_per_second: float | None
     final_loss: float | None
     final_temperature: float | None
-    output: str
+    output: str | None
     zero_shot_accuracy: float | None = None
     zero_shot_classes: int | None = None
     resumed_from_step: int = 0
@@ -83,7 +83,10 @@ class TrainingSummary:
         if self.zero_shot_accuracy is not None:
             lines.append(f"held-out zero-shot top-1: {self.zero_shot_accuracy:.1%} over "
                          f"{self.zero_shot_classes} classes")
-        lines.append(f"weights: {self.output} (load with AlignModel.from_pretrained)")
+        if self.output:
+            lines.append(f"weights: {self.output} (load with AlignModel.from_pretrained)")
+        else:
+            lines.append("weights: written by the chief worker")
         return "\n".join(lines)
 
 
@@ -334,8 +337,8 @@ def _train(config: TrainingConfig, extra_callbacks=()) -> TrainingSummary:
         examples_per_second=(round(steps_per_second * config.global_batch_size, 2)
                              if steps_per_second else None),
         final_loss=float(logs["loss"]) if "loss" in logs else None,
-        final_temperature=float(model.effective_temperature()),
-        output=os.path.abspath(config.output),
+        final_temperature=float(tf.convert_to_tensor(model.effective_temperature())),
+        output=os.path.abspath(config.output) if chief else None,  # the chief writes
         resumed_from_step=initial_epoch * every,
     )
     if chief:
