@@ -81,7 +81,8 @@ def child_main(out_path: str) -> None:
             model = AlignModel(config, gather_negatives=gather)
             model.build()
             model.set_weights(start)
-            model.compile(optimizer=keras.optimizers.SGD(LEARNING_RATE))
+            # The ablation only has to differ: run it eagerly (no second trace).
+            model.compile(optimizer=keras.optimizers.SGD(LEARNING_RATE), run_eagerly=not gather)
         dataset = tf.data.Dataset.from_tensor_slices(inputs).batch(GLOBAL_BATCH)
         history = model.fit(dataset, epochs=1, verbose=0)
         key = "gather" if gather else "local"
