@@ -8,7 +8,6 @@ benchmarks/results/export.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -20,7 +19,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
 
-from machine_info import machine_info  # noqa: E402
+from machine_info import write_result  # noqa: E402
 
 
 def alternate(a, b, repeats):
@@ -79,13 +78,7 @@ def main():
         results[name] = {"keras_s": keras_s, "export_s": export_s,
                          "export_over_keras": export_s / keras_s, "max_abs_diff": diff}
         print(f"{name}: exported / in-process time = {export_s / keras_s:.3f} (diff {diff:.1e})", flush=True)
-    record = {"benchmark": "export_vs_keras", "machine": machine_info(), "batch": args.batch,
-              "repeats": args.repeats, "results": results,
-              "command": "python benchmarks/bench_export.py " + " ".join(sys.argv[1:])}
-    os.makedirs(os.path.dirname(args.output), exist_ok=True)
-    with open(args.output, "w") as f:
-        json.dump(record, f, indent=2)
-    print(f"wrote {args.output}")
+    write_result(args.output, "export_vs_keras", batch=args.batch, repeats=args.repeats, results=results)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ Writes benchmarks/results/inference.json (and a throughput-vs-batch PNG).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -23,7 +22,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
 
-from machine_info import machine_info  # noqa: E402
+from machine_info import write_result  # noqa: E402
 from paired import Pair, serve  # noqa: E402
 
 # Real-looking alt-text captions (median about 12 wordpieces with [CLS]/[SEP]).
@@ -167,14 +166,8 @@ def main():
     if args.quick:
         args.batches, args.repeats = [1, 8], 2
     results = run_benchmark(args)
-    record = {"benchmark": "inference", "machine": machine_info(), "image_size": args.image_size,
-              "repeats": args.repeats, "results": results,
-              "command": "python benchmarks/bench_inference.py " + " ".join(sys.argv[1:])}
-    os.makedirs(os.path.dirname(args.output), exist_ok=True)
-    with open(args.output, "w") as f:
-        json.dump(record, f, indent=2)
+    write_result(args.output, "inference", image_size=args.image_size, repeats=args.repeats, results=results)
     plot(results, os.path.splitext(args.output)[0] + ".png")
-    print(f"wrote {args.output}")
 
 
 if __name__ == "__main__":

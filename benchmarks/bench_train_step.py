@@ -10,7 +10,6 @@ Writes benchmarks/results/train_step.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -21,7 +20,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
 
-from machine_info import machine_info  # noqa: E402
+from machine_info import write_result  # noqa: E402
 from paired import Pair, serve  # noqa: E402
 
 SIZES = {
@@ -123,12 +122,7 @@ def main():
         results[size] = row
         print(f"{size}: ratio {row['ratio']:.2f} ({row['reference_per_s']:.2f} -> "
               f"{row['ours_per_s']:.2f} examples/s)", flush=True)
-    record = {"benchmark": "train_step", "machine": machine_info(), "repeats": args.repeats,
-              "results": results, "command": "python benchmarks/bench_train_step.py " + " ".join(sys.argv[1:])}
-    os.makedirs(os.path.dirname(args.output), exist_ok=True)
-    with open(args.output, "w") as f:
-        json.dump(record, f, indent=2)
-    print(f"wrote {args.output}")
+    write_result(args.output, "train_step", repeats=args.repeats, results=results)
 
 
 if __name__ == "__main__":

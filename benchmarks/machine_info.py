@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
+import sys
 
 
 def machine_info() -> dict:
@@ -37,3 +39,14 @@ def machine_info() -> dict:
         "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
         "versions": versions,
     }
+
+
+def write_result(path: str, benchmark: str, **fields) -> dict:
+    """Write one benchmark's JSON: its name, the machine, the command that made it, `fields`."""
+    record = {"benchmark": benchmark, "machine": machine_info(), **fields,
+              "command": "python " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:])}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(record, f, indent=2)
+    print(f"wrote {path}")
+    return record

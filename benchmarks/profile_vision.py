@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import os
 import sys
 import time
@@ -19,7 +18,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(HERE), os.path.join(os.path.dirname(HERE), "tests")]
 
-from machine_info import machine_info  # noqa: E402
+from machine_info import write_result  # noqa: E402
 
 
 def op_profile(model, pixels, fold, runs=2):
@@ -71,18 +70,14 @@ def main():
     model = AlignVisionModel(AlignVisionConfig())
     model.build()
     pixels = np.random.default_rng(0).uniform(-1, 1, (args.batch, args.image_size, args.image_size, 3)).astype(np.float32)
-    record = {"benchmark": "profile_vision", "machine": machine_info(), "batch": args.batch,
-              "image_size": args.image_size}
+    record = {"batch": args.batch, "image_size": args.image_size}
     for fold in (False, True):
         result = op_profile(model, pixels, fold)
         record["folded" if fold else "unfolded"] = result
         print(f"fold_batch_norm={fold}: wall {result['wall_s']:.2f}s")
         for row in result["top_ops"][:10]:
             print(f"  {row['op']:<40} {row['ms']:9.1f} ms  {100 * row['share']:5.1f}%")
-    os.makedirs(os.path.dirname(args.output), exist_ok=True)
-    with open(args.output, "w") as f:
-        json.dump(record, f, indent=2)
-    print(f"wrote {args.output}")
+    write_result(args.output, "profile_vision", **record)
 
 
 if __name__ == "__main__":
