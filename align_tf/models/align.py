@@ -11,7 +11,6 @@ from align_tf.models.bert import AlignTextModel
 from align_tf.models.efficientnet import AlignVisionModel
 from align_tf.models.pretrained import PretrainedMixin
 
-TEXT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def _eager_tensorflow() -> bool:
