@@ -23,7 +23,7 @@ ROOT = os.path.dirname(HERE)
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
 
 from machine_info import write_result  # noqa: E402
-from paired import Pair, serve  # noqa: E402
+from paired import Pair, mark_imported, serve  # noqa: E402
 
 # Real-looking alt-text captions (median about 12 wordpieces with [CLS]/[SEP]).
 CAPTIONS = [
@@ -84,6 +84,7 @@ def worker(which, folder, conn):
             import torch
             import transformers
 
+            mark_imported()
             torch.set_num_threads(os.cpu_count())
             model = transformers.AlignModel.from_pretrained(folder).eval()
 
@@ -99,6 +100,7 @@ def worker(which, folder, conn):
         else:
             from align_tf.models.align import AlignModel
 
+            mark_imported()
             model = AlignModel.from_pretrained(folder)
 
             def image(pixels):
@@ -112,7 +114,7 @@ def worker(which, folder, conn):
 
 
 def run_benchmark(args):
-    pair = Pair(worker, (make_checkpoint(),))
+    pair = Pair(worker, (make_checkpoint(),), settle_s=args.settle_s)
     results = {"image": {}, "text_fixed_64": {}, "text_captions": {}}
     rng = np.random.default_rng(1)
     try:
@@ -161,12 +163,15 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--image-size", type=int, default=289)
     parser.add_argument("--quick", action="store_true", help="batches 1 and 8, 2 repeats")
+    parser.add_argument("--settle-s", type=float, default=1.0,
+                        help="idle seconds before each timed run (threads of the other worker spin down)")
     parser.add_argument("--output", default=os.path.join(HERE, "results", "inference.json"))
     args = parser.parse_args()
     if args.quick:
         args.batches, args.repeats = [1, 8], 2
     results = run_benchmark(args)
-    write_result(args.output, "inference", image_size=args.image_size, repeats=args.repeats, results=results)
+    write_result(args.output, "inference", image_size=args.image_size, repeats=args.repeats,
+                 settle_s=args.settle_s, results=results)
     plot(results, os.path.splitext(args.output)[0] + ".png")
 
 

@@ -14,14 +14,36 @@ import time
 import numpy as np
 
 
+_IMPORTED = {}
+
+
+def peak_rss_mib() -> float:
+    """This process's peak RSS. VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork and
+    exec, so a spawned worker would report at least its parent's RSS at the time of the fork."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def mark_imported() -> None:
+    """Record the peak RSS after the framework import: the part no model code can change."""
+    _IMPORTED["rss"] = peak_rss_mib()
+
+
 def serve(conn, setup) -> None:
-    """Worker loop: `setup()` returns {job kind: fn(data) -> output}; answer jobs until None."""
+    """Worker loop: `setup()` returns {job kind: fn(data) -> output}; answer jobs until None.
+    A setup may call `mark_imported()` once its framework is imported (before the model)."""
     jobs = setup()
-    conn.send({"loaded_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+    conn.send({"loaded_rss_mib": peak_rss_mib(), "imported_rss_mib": _IMPORTED.get("rss")})
     while True:
         job = conn.recv()
         if job is None:
-            conn.send({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+            conn.send({"peak_rss_mib": peak_rss_mib()})
             return
         kind, data = job
         start = time.perf_counter()
@@ -34,20 +56,24 @@ class Pair:
 
     NAMES = ("reference", "ours")
 
-    def __init__(self, worker, args=()):
+    def __init__(self, worker, args=(), settle_s: float = 1.0):
+        self.settle_s = settle_s
         ctx = mp.get_context("spawn")
         self.workers = {}
         self.loaded = {}
+        self.imported = {}
         for which in self.NAMES:
             parent, child = ctx.Pipe()
             proc = ctx.Process(target=worker, args=(which, *args, child), daemon=True)
             proc.start()
             self.workers[which] = (proc, parent)
         for which, (_, conn) in self.workers.items():
-            self.loaded[which] = conn.recv()["loaded_rss_mib"]
+            answer = conn.recv()
+            self.loaded[which], self.imported[which] = answer["loaded_rss_mib"], answer["imported_rss_mib"]
 
     def _run(self, which, kind, data):
         conn = self.workers[which][1]
+        time.sleep(self.settle_s)  # let the other worker's spinning threads go idle
         conn.send((kind, data))
         return conn.recv()
 
@@ -75,5 +101,11 @@ class Pair:
             conn.send(None)
             peak[which] = conn.recv()["peak_rss_mib"]
             proc.join(timeout=60)
-        return {"peak_rss_mib": peak, "loaded_rss_mib": self.loaded,
-                "ratio_peak": peak["ours"] / peak["reference"]}
+        result = {"peak_rss_mib": peak, "loaded_rss_mib": self.loaded,
+                  "ratio_peak": peak["ours"] / peak["reference"]}
+        if all(self.imported.values()):
+            # What the model and its inference add on top of the imported framework.
+            above = {w: peak[w] - self.imported[w] for w in self.NAMES}
+            result.update(imported_rss_mib=self.imported, peak_above_import_mib=above,
+                          ratio_peak_above_import=above["ours"] / above["reference"])
+        return result

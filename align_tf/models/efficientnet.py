@@ -31,20 +31,58 @@ def stride2_padding(kernel_size: int, adjust: bool = True) -> tuple[tuple[int, i
     return (pad, pad)
 
 
-def conv_bn(x, conv, bn, training, fold):
-    """`bn(conv(x))`; in inference with `fold`, one convolution with BatchNorm folded into its
-    kernel and a bias (fewer passes over the activations; oneDNN fuses conv+bias+activation)."""
+def conv_bn(x, conv, bn, training, fold, activation=None):
+    """`activation(bn(conv(x)))`. In training, or without `fold`, the Keras layers as they are.
+
+    In inference with `fold` (the default), the fewest passes over the activations:
+    - TensorFlow backend: `Conv2D -> FusedBatchNormV3 (inference) -> x * sigmoid(x)` for the
+      regular convolutions, which TF's oneDNN graph rewrite runs as ONE fused kernel
+      (`_FusedConv2D[FusedBatchNorm, _MklSwish]`): no folded copy of the kernel per call, and
+      the same arithmetic as the reference's unfolded BatchNorm. Depthwise convolutions (tiny
+      kernels, no BatchNorm fusion in TF) get BatchNorm folded into kernel and bias (`BiasAdd`,
+      fused into the depthwise kernel).
+    - other backends: BatchNorm folded into the kernel and a bias, with keras.ops.
+    """
+    act = _activation(activation) if activation else None
     if training or not fold:
-        return bn(conv(x), training=training)
-    scale = bn.gamma * ops.rsqrt(bn.moving_variance + bn.epsilon)
-    bias = bn.beta - bn.moving_mean * scale
-    if isinstance(conv, layers.DepthwiseConv2D):
-        kernel = conv.kernel * ops.reshape(scale, (1, 1, -1, 1))
-        y = ops.depthwise_conv(x, ops.cast(kernel, x.dtype), conv.strides, conv.padding)
+        y = bn(conv(x), training=training)
+        return act(y) if act else y
+    swish = activation in ("swish", "silu")
+    # (FusedBatchNormV3 raises epsilon to at least 1.001e-5; smaller ones take the fold path.)
+    if keras.backend.backend() == "tensorflow" and bn.epsilon > 1.001e-5:
+        y = _tf_conv_bn_inference(x, conv, bn)
     else:
-        kernel = conv.kernel * scale
-        y = ops.conv(x, ops.cast(kernel, x.dtype), conv.strides, conv.padding)
-    return y + ops.cast(bias, x.dtype)
+        scale = bn.gamma * ops.rsqrt(bn.moving_variance + bn.epsilon)
+        bias = bn.beta - bn.moving_mean * scale
+        if isinstance(conv, layers.DepthwiseConv2D):
+            kernel = conv.kernel * ops.reshape(scale, (1, 1, -1, 1))
+            y = ops.depthwise_conv(x, ops.cast(kernel, x.dtype), conv.strides, conv.padding)
+        else:
+            kernel = conv.kernel * scale
+            y = ops.conv(x, ops.cast(kernel, x.dtype), conv.strides, conv.padding)
+        y = y + ops.cast(bias, x.dtype)
+    if act is None:
+        return y
+    # Written out (not keras' silu, whose custom gradient hides the pattern) so TF fuses it.
+    return y * ops.sigmoid(y) if swish else act(y)
+
+
+def _tf_conv_bn_inference(x, conv, bn):
+    import tensorflow as tf  # TF backend only; models/ otherwise stays keras.ops
+
+    if isinstance(conv, layers.DepthwiseConv2D):
+        scale = bn.gamma * ops.rsqrt(bn.moving_variance + bn.epsilon)
+        bias = bn.beta - bn.moving_mean * scale
+        kernel = ops.cast(conv.kernel * ops.reshape(scale, (1, 1, -1, 1)), x.dtype)
+        y = tf.nn.depthwise_conv2d(x, kernel, (1, *conv.strides, 1), conv.padding.upper())
+        return tf.nn.bias_add(y, ops.cast(bias, x.dtype))
+    y = tf.nn.conv2d(x, ops.cast(conv.kernel, x.dtype), conv.strides, conv.padding.upper())
+    # FusedBatchNormV3 keeps its statistics float32 also for float16 / bfloat16 activations.
+    y, _, _ = tf.compat.v1.nn.fused_batch_norm(
+        y, ops.cast(bn.gamma, "float32"), ops.cast(bn.beta, "float32"),
+        ops.cast(bn.moving_mean, "float32"), ops.cast(bn.moving_variance, "float32"),
+        epsilon=bn.epsilon, is_training=False)
+    return y
 
 
 class AlignVisionEmbeddings(layers.Layer):
@@ -66,7 +104,6 @@ class AlignVisionEmbeddings(layers.Layer):
             epsilon=batch_norm_eps, momentum=batch_norm_momentum, name="batchnorm",
             dtype=self.dtype_policy,
         )
-        self.activation = _activation(hidden_act)
 
     def build(self, input_shape):
         self.convolution.build(input_shape)
@@ -75,7 +112,7 @@ class AlignVisionEmbeddings(layers.Layer):
 
     def call(self, pixel_values, training=False, fold_batch_norm=True):
         x = self.padding(pixel_values)
-        return self.activation(conv_bn(x, self.convolution, self.batchnorm, training, fold_batch_norm))
+        return conv_bn(x, self.convolution, self.batchnorm, training, fold_batch_norm, self.hidden_act)
 
     def get_config(self):
         config = super().get_config()
@@ -138,7 +175,6 @@ class AlignVisionBlock(layers.Layer):
         self.hidden_dim = in_dim * expand_ratio if self.expand else in_dim
         # The residual exists on every block that is not the first of its stage.
         self.apply_residual = stride == 1 and not id_skip
-        self.activation = _activation(hidden_act)
         bn = dict(epsilon=batch_norm_eps, momentum=batch_norm_momentum, dtype=self.dtype_policy)
         if self.expand:
             self.expand_conv = layers.Conv2D(
@@ -186,10 +222,10 @@ class AlignVisionBlock(layers.Layer):
         x = inputs
         fold = fold_batch_norm
         if self.expand:
-            x = self.activation(conv_bn(x, self.expand_conv, self.expand_bn, training, fold))
+            x = conv_bn(x, self.expand_conv, self.expand_bn, training, fold, self.hidden_act)
         if self.stride == 2:
             x = self.depthwise_conv_pad(x)
-        x = self.activation(conv_bn(x, self.depthwise_conv, self.depthwise_norm, training, fold))
+        x = conv_bn(x, self.depthwise_conv, self.depthwise_norm, training, fold, self.hidden_act)
         x = self.squeeze_excite(x)
         x = conv_bn(x, self.project_conv, self.project_bn, training, fold)
         if self.apply_residual:
