@@ -80,6 +80,17 @@ def tokenize(captions, fixed_64):
 
 def worker(which, folder, conn):
     def setup():
+        if which == "keras_applications":
+            # The issue's yardstick: keras.applications' EfficientNetB7 trunk (plain TF, no XLA,
+            # random weights), the same network family at the same size, as users build it.
+            import keras
+            import tensorflow as tf
+
+            trunk = keras.applications.EfficientNetB7(include_top=False, weights=None,
+                                                      input_shape=(None, None, 3), pooling="avg")
+            run = tf.function(lambda x: trunk(x, training=False),
+                              input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+            return {"image": lambda pixels: (run(pixels), None)[1]}
         if which == "reference":
             import torch
             import transformers
@@ -114,15 +125,19 @@ def worker(which, folder, conn):
 
 
 def run_benchmark(args):
-    pair = Pair(worker, (make_checkpoint(),), settle_s=args.settle_s)
+    extra = () if args.no_keras_applications else ("keras_applications",)
+    pair = Pair(worker, (make_checkpoint(),), settle_s=args.settle_s, extra=extra)
     results = {"image": {}, "text_fixed_64": {}, "text_captions": {}}
     rng = np.random.default_rng(1)
     try:
         for batch in args.batches:
             pixels = rng.uniform(-1, 1, (batch, args.image_size, args.image_size, 3)).astype(np.float32)
-            results["image"][batch] = row = pair.compare("image", pixels, batch, args.repeats)
+            results["image"][batch] = row = pair.compare("image", pixels, batch, args.repeats, extra=True)
             print(f"image batch {batch}: ratio {row['ratio']:.2f} ({row['reference_per_s']:.2f} -> "
                   f"{row['ours_per_s']:.2f} images/s)", flush=True)
+            if extra:
+                print(f"  keras.applications EfficientNetB7: ratio {row['keras_applications_ratio']:.2f} "
+                      f"({row['keras_applications_per_s']:.2f} images/s)", flush=True)
             captions = [CAPTIONS[i % len(CAPTIONS)] for i in range(batch)]
             for kind, fixed in (("text_fixed_64", True), ("text_captions", False)):
                 row = pair.compare("text", tokenize(captions, fixed), batch, args.repeats)
@@ -163,6 +178,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--image-size", type=int, default=289)
     parser.add_argument("--quick", action="store_true", help="batches 1 and 8, 2 repeats")
+    parser.add_argument("--no-keras-applications", action="store_true",
+                        help="skip the keras.applications EfficientNetB7 yardstick (image tower)")
     parser.add_argument("--settle-s", type=float, default=1.0,
                         help="idle seconds before each timed run (threads of the other worker spin down)")
     parser.add_argument("--output", default=os.path.join(HERE, "results", "inference.json"))

@@ -21,7 +21,7 @@ ROOT = os.path.dirname(HERE)
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
 
 from machine_info import write_result  # noqa: E402
-from paired import Pair, serve  # noqa: E402
+from paired import Pair, mark_imported, serve  # noqa: E402
 
 SIZES = {
     # name: (config factory, image size, batch)
@@ -74,6 +74,7 @@ def worker(which, folder, conn):
             import torch
             import transformers
 
+            mark_imported()
             torch.set_num_threads(os.cpu_count())
             model = transformers.AlignModel.from_pretrained(folder).train()
             optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=1e-5)
@@ -91,6 +92,7 @@ def worker(which, folder, conn):
 
             from align_tf.models.align import AlignModel
 
+            mark_imported()
             model = AlignModel.from_pretrained(folder)
             model.compile(optimizer=keras.optimizers.AdamW(learning_rate=1e-5, weight_decay=1e-5))
 
@@ -106,11 +108,13 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", choices=list(SIZES), default=list(SIZES))
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--settle-s", type=float, default=1.0,
+                        help="idle seconds before each timed run (threads of the other worker spin down)")
     parser.add_argument("--output", default=os.path.join(HERE, "results", "train_step.json"))
     args = parser.parse_args()
     results = {}
     for size in args.sizes:
-        pair = Pair(worker, (make_checkpoint(size),))
+        pair = Pair(worker, (make_checkpoint(size),), settle_s=args.settle_s)
         try:
             batch = make_batch(size)
             n = batch["input_ids"].shape[0]
@@ -122,7 +126,7 @@ def main():
         results[size] = row
         print(f"{size}: ratio {row['ratio']:.2f} ({row['reference_per_s']:.2f} -> "
               f"{row['ours_per_s']:.2f} examples/s)", flush=True)
-    write_result(args.output, "train_step", repeats=args.repeats, results=results)
+    write_result(args.output, "train_step", repeats=args.repeats, settle_s=args.settle_s, results=results)
 
 
 if __name__ == "__main__":

@@ -52,17 +52,20 @@ def serve(conn, setup) -> None:
 
 
 class Pair:
-    """`Pair(worker, args)`: starts `worker(which, *args, conn)` for which in (reference, ours)."""
+    """`Pair(worker, args)`: starts `worker(which, *args, conn)` for which in (reference, ours)
+    and any `extra` names (further baselines timed in the same alternation; `compare(...,
+    extra=True)` includes them, and their figures are reported against the reference)."""
 
     NAMES = ("reference", "ours")
 
-    def __init__(self, worker, args=(), settle_s: float = 1.0):
+    def __init__(self, worker, args=(), settle_s: float = 1.0, extra: tuple = ()):
         self.settle_s = settle_s
+        self.extra = tuple(extra)
         ctx = mp.get_context("spawn")
         self.workers = {}
         self.loaded = {}
         self.imported = {}
-        for which in self.NAMES:
+        for which in self.NAMES + self.extra:
             parent, child = ctx.Pipe()
             proc = ctx.Process(target=worker, args=(which, *args, child), daemon=True)
             proc.start()
@@ -77,20 +80,25 @@ class Pair:
         conn.send((kind, data))
         return conn.recv()
 
-    def compare(self, kind, data, items: int, repeats: int) -> dict:
+    def compare(self, kind, data, items: int, repeats: int, extra: bool = False) -> dict:
         """One warm-up each, then `repeats` alternating runs; medians and their ratio."""
-        for which in self.NAMES:
+        names = self.NAMES + (self.extra if extra else ())
+        for which in names:
             self._run(which, kind, data)
-        seconds = {which: [] for which in self.NAMES}
+        seconds = {which: [] for which in names}
         outputs = {}
         for _ in range(repeats):
-            for which in self.NAMES:
+            for which in names:
                 answer = self._run(which, kind, data)
                 seconds[which].append(answer["seconds"])
                 outputs[which] = answer["output"]
         ref, ours = (float(np.median(seconds[w])) for w in self.NAMES)
         row = {"reference_per_s": items / ref, "ours_per_s": items / ours, "ratio": ref / ours,
                "reference_s": seconds["reference"], "ours_s": seconds["ours"]}
+        for which in names[len(self.NAMES):]:
+            median = float(np.median(seconds[which]))
+            row[f"{which}_per_s"], row[f"{which}_ratio"] = items / median, ref / median
+            row[f"{which}_s"] = seconds[which]
         if outputs["reference"] is not None and outputs["ours"] is not None:
             row["max_abs_diff"] = float(np.max(np.abs(np.asarray(outputs["reference"]) - np.asarray(outputs["ours"]))))
         return row
@@ -98,6 +106,11 @@ class Pair:
     def close(self) -> dict:
         peak = {}
         for which, (proc, conn) in self.workers.items():
+            if which in self.extra:
+                conn.send(None)
+                conn.recv()
+                proc.join(timeout=60)
+                continue
             conn.send(None)
             peak[which] = conn.recv()["peak_rss_mib"]
             proc.join(timeout=60)
