@@ -1,11 +1,10 @@
-"""Compiled TensorFlow inference: one trace per model with unknown batch and size, and text
+"""Compiled TensorFlow inference: traces with unknown batch (one per image size), and text
 batches trimmed to their longest row (padding columns cost time and change nothing)."""
 
 from __future__ import annotations
 
 import tensorflow as tf
 
-PIXELS_SPEC = tf.TensorSpec([None, None, None, 3], tf.float32, name="pixel_values")
 TOKENS_SPEC = [tf.TensorSpec([None, None], tf.int32, name=n)
                for n in ("input_ids", "attention_mask", "token_type_ids")]
 
@@ -17,13 +16,26 @@ def trim_padding(input_ids, attention_mask, token_type_ids):
     return input_ids[:, :length], attention_mask[:, :length], token_type_ids[:, :length]
 
 
-def compiled_image_features(model):
-    """tf.function: pixel_values [N, H, W, 3] -> unnormalised image features (folded BN)."""
-    if "_compiled_image_features" not in model.__dict__:
-        model.__dict__["_compiled_image_features"] = tf.function(
+MAX_IMAGE_SIZES = 8
+
+
+def compiled_image_features(model, height=None, width=None):
+    """tf.function: pixel_values [N, H, W, 3] -> unnormalised image features (fused BatchNorm).
+
+    One trace per image size (unknown batch): with H and W known when tracing, every stride-2
+    conv of the reference pads implicitly instead of copying the activations into a padded
+    tensor (align_tf.models.efficientnet.implicit_padding). Past MAX_IMAGE_SIZES sizes, one
+    trace with unknown H and W serves the rest (explicit padding, same numbers)."""
+    cache = model.__dict__.setdefault("_compiled_image_features", {})
+    key = (height, width)
+    if key not in cache and len(cache) >= MAX_IMAGE_SIZES:
+        key = (None, None)
+    if key not in cache:
+        spec = tf.TensorSpec([None, key[0], key[1], 3], tf.float32, name="pixel_values")
+        cache[key] = tf.function(
             lambda pixel_values: model.get_image_features(pixel_values, training=False),
-            input_signature=[PIXELS_SPEC], jit_compile=False)
-    return model.__dict__["_compiled_image_features"]
+            input_signature=[spec], jit_compile=False)
+    return cache[key]
 
 
 def compiled_text_features(model):
@@ -39,7 +51,8 @@ def compiled_text_features(model):
 
 
 def run_image_features(model, pixel_values):
-    return compiled_image_features(model)(tf.cast(pixel_values, tf.float32))
+    pixel_values = tf.cast(pixel_values, tf.float32)
+    return compiled_image_features(model, pixel_values.shape[1], pixel_values.shape[2])(pixel_values)
 
 
 def run_text_features(model, input_ids, attention_mask=None, token_type_ids=None):

@@ -140,3 +140,51 @@ def test_training_step_matches_reference_in_train_mode(tmp_path):
     worst = max(float(np.max(np.abs(TO_HF[transform](g.numpy()) - params[key].grad.numpy())))
                 for (key, _, transform), g in zip(rows, grads))
     assert len(rows) > 50 and worst < 1e-4 * scale, (worst, scale)
+
+
+def test_implicit_padding_reads_exactly_what_explicit_padding_reads():
+    from align_tf.models.efficientnet import implicit_padding
+
+    def conv1d(x, pad, k, stride=2):
+        padded = np.concatenate([np.zeros(pad[0]), x, np.zeros(pad[1])])
+        taps = np.arange(1.0, k + 1)
+        return np.array([padded[i:i + k] @ taps for i in range(0, len(padded) - k + 1, stride)])
+
+    def tf_mode(x, mode, k, stride=2):
+        if mode == "valid":
+            return conv1d(x, (0, 0), k, stride)
+        out = -(-len(x) // stride)
+        total = max((out - 1) * stride + k - len(x), 0)
+        return conv1d(x, (total // 2, total - total // 2), k, stride)
+
+    rng = np.random.default_rng(0)
+    found = {"same": 0, "valid": 0, None: 0}
+    for n in range(3, 80):
+        for k in (3, 5):
+            for pad in ((k // 2 - 1, k // 2), (k // 2, k // 2)):
+                mode = implicit_padding(n, pad, k)
+                found[mode] += 1
+                if mode:
+                    x = rng.normal(size=n)
+                    np.testing.assert_allclose(tf_mode(x, mode, k), conv1d(x, pad, k))
+    assert min(found.values()) > 20  # every outcome occurs
+    # The reference's sizes at 289x289: stem sees 289 (valid), the depthwise convs even sizes.
+    assert implicit_padding(289, (0, 1), 3) == "valid"
+    assert [implicit_padding(n, (k // 2 - 1, k // 2), k) for n, k in
+            ((144, 3), (72, 5), (36, 3), (18, 5))] == ["same"] * 4
+
+
+def test_compiled_image_features_trace_per_size_without_padding_copies():
+    model = AlignModel(tiny_align_config())
+    model.build()
+    for size in ((64, 64), (65, 50)):
+        for batch in (1, 3):
+            pixels = pixel_batch(batch, max(size), seed=batch)[:, :size[0], :size[1]]
+            fast = model.get_image_features(pixels)
+            unfolded = model.vision_model(pixels, fold_batch_norm=False)["pooler_output"]
+            np.testing.assert_allclose(fast, unfolded, atol=1e-5)
+    cache = model.__dict__["_compiled_image_features"]
+    assert set(cache) == {(64, 64), (65, 50)}  # one trace per size, batch sizes share it
+    assert all(fn.experimental_get_tracing_count() == 1 for fn in cache.values())
+    ops = [op.type for op in cache[(64, 64)].get_concrete_function().graph.get_operations()]
+    assert "Pad" not in ops and "PadV2" not in ops

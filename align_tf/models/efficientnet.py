@@ -31,8 +31,40 @@ def stride2_padding(kernel_size: int, adjust: bool = True) -> tuple[tuple[int, i
     return (pad, pad)
 
 
-def conv_bn(x, conv, bn, training, fold, activation=None):
-    """`activation(bn(conv(x)))`. In training, or without `fold`, the Keras layers as they are.
+def implicit_padding(size, pad, kernel_size, stride=2):
+    """"same" / "valid" when a conv with that padding mode on an axis of static `size` reads
+    exactly what `pad` = (before, after) zeros + a "valid" conv reads, else None.
+
+    At 289x289 every stride-2 conv of the reference qualifies (the stem sees 289: "valid"; the
+    depthwise convs see 144 / 72 / 36 / 18: "same"), so no padded copy of the activations is
+    made; TF's Pad on a large NHWC tensor costs more than the convolution that follows it.
+    """
+    if size is None:
+        return None
+    before, after = pad
+    out = (size + before + after - kernel_size) // stride + 1
+    if before == 0 and (size - kernel_size) // stride + 1 == out:
+        return "valid"
+    same_out = -(-size // stride)
+    total = max((same_out - 1) * stride + kernel_size - size, 0)
+    if same_out == out and (total // 2, total - total // 2) == (before, after):
+        return "same"
+    return None
+
+
+def _padded(x, pad_layer, conv):
+    """(input, padding mode) for `conv` after the explicit zero padding `pad_layer`."""
+    (top, bottom), (left, right) = pad_layer.padding
+    k, stride = conv.kernel_size[0], conv.strides[0]
+    modes = {implicit_padding(x.shape[1], (top, bottom), k, stride),
+             implicit_padding(x.shape[2], (left, right), k, stride)}
+    if len(modes) == 1 and None not in modes:
+        return x, modes.pop()
+    return pad_layer(x), "valid"
+
+
+def conv_bn(x, conv, bn, training, fold, activation=None, pad=None):
+    """`activation(bn(conv(pad(x))))`. In training, or without `fold`, the Keras layers as they are.
 
     Training with the TensorFlow backend: the same BatchNorm as Keras's layer (batch statistics,
     moving averages with Keras's momentum and biased batch variance) as one FusedBatchNormV3
@@ -51,6 +83,9 @@ def conv_bn(x, conv, bn, training, fold, activation=None):
     act = _activation(activation) if activation else None
     # (FusedBatchNormV3 raises epsilon to at least 1.001e-5; smaller ones keep the Keras path.)
     fused_tf = keras.backend.backend() == "tensorflow" and bn.epsilon > 1.001e-5
+    inference_tf = fused_tf and fold and not training
+    if pad is not None and not inference_tf:
+        x = pad(x)
     if training and bn.trainable and fused_tf:
         y = _tf_batch_norm_training(conv(x), bn)
         return act(y) if act else y
@@ -58,8 +93,9 @@ def conv_bn(x, conv, bn, training, fold, activation=None):
         y = bn(conv(x), training=training)
         return act(y) if act else y
     swish = activation in ("swish", "silu")
-    if fused_tf:
-        y = _tf_conv_bn_inference(x, conv, bn)
+    if inference_tf:
+        x, padding = _padded(x, pad, conv) if pad is not None else (x, conv.padding)
+        y = _tf_conv_bn_inference(x, conv, bn, padding)
     else:
         scale = bn.gamma * ops.rsqrt(bn.moving_variance + bn.epsilon)
         bias = bn.beta - bn.moving_mean * scale
@@ -92,16 +128,16 @@ def _tf_batch_norm_training(y, bn):
     return out
 
 
-def _tf_conv_bn_inference(x, conv, bn):
+def _tf_conv_bn_inference(x, conv, bn, padding):
     import tensorflow as tf  # TF backend only; models/ otherwise stays keras.ops
 
     if isinstance(conv, layers.DepthwiseConv2D):
         scale = bn.gamma * ops.rsqrt(bn.moving_variance + bn.epsilon)
         bias = bn.beta - bn.moving_mean * scale
         kernel = ops.cast(conv.kernel * ops.reshape(scale, (1, 1, -1, 1)), x.dtype)
-        y = tf.nn.depthwise_conv2d(x, kernel, (1, *conv.strides, 1), conv.padding.upper())
+        y = tf.nn.depthwise_conv2d(x, kernel, (1, *conv.strides, 1), padding.upper())
         return tf.nn.bias_add(y, ops.cast(bias, x.dtype))
-    y = tf.nn.conv2d(x, ops.cast(conv.kernel, x.dtype), conv.strides, conv.padding.upper())
+    y = tf.nn.conv2d(x, ops.cast(conv.kernel, x.dtype), conv.strides, padding.upper())
     # FusedBatchNormV3 keeps its statistics float32 also for float16 / bfloat16 activations.
     y, _, _ = tf.compat.v1.nn.fused_batch_norm(
         y, ops.cast(bn.gamma, "float32"), ops.cast(bn.beta, "float32"),
@@ -136,8 +172,8 @@ class AlignVisionEmbeddings(layers.Layer):
         self.built = True
 
     def call(self, pixel_values, training=False, fold_batch_norm=True):
-        x = self.padding(pixel_values)
-        return conv_bn(x, self.convolution, self.batchnorm, training, fold_batch_norm, self.hidden_act)
+        return conv_bn(pixel_values, self.convolution, self.batchnorm, training, fold_batch_norm,
+                       self.hidden_act, pad=self.padding)
 
     def get_config(self):
         config = super().get_config()
@@ -248,9 +284,8 @@ class AlignVisionBlock(layers.Layer):
         fold = fold_batch_norm
         if self.expand:
             x = conv_bn(x, self.expand_conv, self.expand_bn, training, fold, self.hidden_act)
-        if self.stride == 2:
-            x = self.depthwise_conv_pad(x)
-        x = conv_bn(x, self.depthwise_conv, self.depthwise_norm, training, fold, self.hidden_act)
+        x = conv_bn(x, self.depthwise_conv, self.depthwise_norm, training, fold, self.hidden_act,
+                    pad=self.depthwise_conv_pad if self.stride == 2 else None)
         x = self.squeeze_excite(x)
         x = conv_bn(x, self.project_conv, self.project_bn, training, fold)
         if self.apply_residual:
