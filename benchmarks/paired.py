@@ -2,7 +2,9 @@
 
 Each framework's thread pools spin for a while after work; in one process they steal the CPU
 from each other (PyTorch's OpenMP barriers suffer most on 2 cores). A worker blocks on its pipe
-while the other runs, so neither is disturbed, and each worker's peak RSS is its own memory.
+while the other runs, and each worker's peak RSS (VmHWM) is its own memory. Threads also keep
+spinning for a while AFTER a run returns, on the cores the next run needs, so each timed run
+starts after `settle_s` of idle time (`--settle-s 0` turns that off, for comparison).
 """
 
 from __future__ import annotations
@@ -106,17 +108,14 @@ class Pair:
     def close(self) -> dict:
         peak = {}
         for which, (proc, conn) in self.workers.items():
-            if which in self.extra:
-                conn.send(None)
-                conn.recv()
-                proc.join(timeout=60)
-                continue
             conn.send(None)
             peak[which] = conn.recv()["peak_rss_mib"]
             proc.join(timeout=60)
         result = {"peak_rss_mib": peak, "loaded_rss_mib": self.loaded,
                   "ratio_peak": peak["ours"] / peak["reference"]}
-        if all(self.imported.values()):
+        for which in self.extra:
+            result[f"{which}_peak_rss_mib"] = peak.pop(which)
+        if all(self.imported.get(w) for w in self.NAMES):
             # What the model and its inference add on top of the imported framework.
             above = {w: peak[w] - self.imported[w] for w in self.NAMES}
             result.update(imported_rss_mib=self.imported, peak_above_import_mib=above,
