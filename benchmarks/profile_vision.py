@@ -24,8 +24,9 @@ from machine_info import write_result  # noqa: E402
 def op_profile(model, pixels, fold, runs=2):
     import tensorflow as tf
 
+    # Static height / width, as align_tf.inference traces it (implicit stride-2 padding).
     fn = tf.function(lambda x: model(x, fold_batch_norm=fold)["pooler_output"],
-                     input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+                     input_signature=[tf.TensorSpec([None, *pixels.shape[1:]], tf.float32)])
     # Freeze the variables and run the graph in a v1 session, where FULL_TRACE step stats
     # exist; grappler (constant folding, oneDNN remapper fusions) runs as for tf.function.
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
