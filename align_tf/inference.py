@@ -32,8 +32,8 @@ def compiled_image_features(model, height=None, width=None):
         key = (None, None)
     if key not in cache:
         spec = tf.TensorSpec([None, key[0], key[1], 3], tf.float32, name="pixel_values")
-        cache[key] = tf.function(
-            lambda pixel_values: model.get_image_features(pixel_values, training=False),
+        cache[key] = tf.function(  # float32 out also under a mixed-precision policy
+            lambda pixel_values: tf.cast(model.get_image_features(pixel_values, training=False), tf.float32),
             input_signature=[spec], jit_compile=False)
     return cache[key]
 
@@ -43,7 +43,7 @@ def compiled_text_features(model):
     if "_compiled_text_features" not in model.__dict__:
         def text_features(input_ids, attention_mask, token_type_ids):
             ids, mask, types = trim_padding(input_ids, attention_mask, token_type_ids)
-            return model.get_text_features(ids, mask, types, training=False)
+            return tf.cast(model.get_text_features(ids, mask, types, training=False), tf.float32)
 
         model.__dict__["_compiled_text_features"] = tf.function(
             text_features, input_signature=TOKENS_SPEC, jit_compile=False)
