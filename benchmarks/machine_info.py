@@ -3,10 +3,64 @@
 from __future__ import annotations
 
 import datetime
+import importlib.metadata
 import json
 import os
 import platform
+import shutil
+import subprocess
 import sys
+
+# Distribution names per version key: reading the installed metadata imports nothing (the
+# GPU benchmark's JAX side must not import TensorFlow, and importing it costs ~0.5 GiB).
+_DISTRIBUTIONS = {
+    "tensorflow": ("tensorflow", "tensorflow-cpu", "tf-nightly"),
+    "keras": ("keras", "keras-nightly"),
+    "torch": ("torch",),
+    "transformers": ("transformers",),
+    "numpy": ("numpy",),
+    "jax": ("jax",),
+}
+
+
+def _version(distributions) -> str | None:
+    for name in distributions:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def gpu_info() -> list[dict] | None:
+    """Name, driver, memory and CUDA driver version of each NVIDIA GPU (from nvidia-smi, no
+    framework import), plus the CUDA / cuDNN versions torch was built with if torch is already
+    imported. None when there is no nvidia-smi."""
+    if shutil.which("nvidia-smi") is None:
+        return None
+    try:
+        rows = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version,memory.total,pci.bus_id",
+             "--format=csv,noheader"], capture_output=True, text=True, timeout=30, check=True).stdout
+        header = subprocess.run(["nvidia-smi"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    cuda_driver = None
+    for part in header.split("CUDA Version:")[1:2]:
+        cuda_driver = part.split()[0].strip("|")
+    gpus = []
+    for line in rows.strip().splitlines():
+        name, driver, memory, bus = (x.strip() for x in line.split(","))
+        gpus.append({"name": name, "driver_version": driver, "memory_total": memory, "pci_bus_id": bus,
+                     "cuda_driver_version": cuda_driver})
+    torch = sys.modules.get("torch")
+    if torch is not None and gpus:
+        try:
+            gpus[0]["torch_cuda_version"] = torch.version.cuda
+            gpus[0]["torch_cudnn_version"] = torch.backends.cudnn.version()
+        except Exception:
+            pass
+    return gpus
 
 
 def machine_info() -> dict:
@@ -22,12 +76,11 @@ def machine_info() -> dict:
     except (ValueError, OSError):
         pass
     versions = {}
-    for name in ("tensorflow", "keras", "torch", "transformers", "numpy", "jax"):
-        try:
-            versions[name] = __import__(name).__version__
-        except Exception:  # not installed, or fails to import here
-            pass
-    return {
+    for name, distributions in _DISTRIBUTIONS.items():
+        version = _version(distributions)
+        if version is not None:  # not installed here
+            versions[name] = version
+    info = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "hostname": platform.node(),
         "platform": platform.platform(),
@@ -39,6 +92,10 @@ def machine_info() -> dict:
         "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
         "versions": versions,
     }
+    gpus = gpu_info()
+    if gpus:
+        info["gpus"] = gpus
+    return info
 
 
 def write_result(path: str, benchmark: str, **fields) -> dict:
