@@ -38,8 +38,9 @@ On the lent GPU machine (15 min of device time per session, machine start includ
     carry:     [".device"]
     timeout_s: 540
 
-(`.device/wheels` holds keras and the pure-Python / optree wheels keras needs; the runner
-installs the missing ones with --no-deps. Add --quick as `bash benchmarks/device/run_gpu.sh
+(`.device/wheels` holds keras and the pure-Python / optree wheels keras needs; it is
+git-ignored: in a fresh clone fill it first with `bash benchmarks/device/fetch_wheels.sh`. The
+runner installs the missing ones with --no-deps. Add --quick as `bash benchmarks/device/run_gpu.sh
 --quick` for bf16 + tf32 at batch 256 and the parity check only.) The JSON comes back as
 $OUT/gpu.json.
 

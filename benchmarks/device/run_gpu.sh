@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # GPU benchmark on the lent device machine (see benchmarks/bench_gpu.py's docstring). Use the
-# `run` tool with: command "bash benchmarks/device/run_gpu.sh", carry [".device"], timeout_s 540.
+# `run` tool with: command "bash benchmarks/device/run_gpu.sh", carry [".device"], timeout_s 540
+# (fill .device/wheels first: bash benchmarks/device/fetch_wheels.sh).
 # Extra arguments go to bench_gpu.py (e.g. --quick). The JSON is $OUT/gpu.json, rewritten after
 # every measurement; the log is $OUT/gpu.log.
 set -u
