@@ -237,3 +237,25 @@ def test_trained_model_saves_and_reloads(tmp_path, inputs):
     model.save_pretrained(str(tmp_path))
     reloaded = AlignModel.from_pretrained(str(tmp_path))
     np.testing.assert_allclose(logits(reloaded, inputs), logits(model, inputs), atol=1e-6)
+
+
+def test_loading_skips_random_init_and_restores_the_initializers(tmp_path, reference):
+    """from_pretrained builds variables as zeros (every one is then overwritten by the strict
+    load) and puts each layer's initializer back afterwards, so a later build is random again."""
+    from align_tf.checkpoints.convert import TO_HF, weight_table
+
+    folder = save_hf_checkpoint(reference, str(tmp_path))
+    model = AlignModel.from_pretrained(folder)
+    state = reference.state_dict()
+    for key, variable, transform in weight_table(model):
+        np.testing.assert_array_equal(TO_HF[transform](variable.numpy()), state[key].numpy().reshape(
+            TO_HF[transform](variable.numpy()).shape), err_msg=key)
+    initializers = [(layer, name, value) for layer in model._flatten_layers(include_self=True)
+                    for name, value in vars(layer).items()
+                    if name.endswith("_initializer") and not name.startswith("_") and value is not None]
+    assert initializers and all(isinstance(value, keras.initializers.Initializer)
+                                for _, _, value in initializers)
+    fresh = AlignModel(model.config)
+    fresh.build()
+    kernel = fresh.vision_model.blocks[0].depthwise_conv.kernel.numpy()
+    assert np.std(kernel) > 0  # random, not zeros
