@@ -322,36 +322,6 @@ def _lowered_summary(text: str) -> dict:
     return summary
 
 
-@contextlib.contextmanager
-def _zero_initializers():
-    """Build variables from host zeros instead of their random initializers while loading.
-    Under JAX every random initializer compiles one XLA program per weight shape (16 s for the
-    tiny config on 2 CPU cores; minutes for align-base on a GPU); `from_pretrained` is strict,
-    so every weight is overwritten from the checkpoint anyway (the parity check would show one
-    that is not). Keras-private hook: without it (another Keras), loading is just slower."""
-    try:
-        from keras.src.backend.jax.core import JaxVariable
-
-        original = JaxVariable._initialize_with_initializer
-    except (ImportError, AttributeError):
-        yield False
-        return
-
-    def zeros_first(self, initializer):
-        def zeros(shape, dtype=None):
-            try:
-                return np.zeros(shape, np.dtype(dtype or "float32"))
-            except TypeError:  # a dtype numpy does not know
-                return initializer(shape, dtype=dtype)
-        return original(self, zeros)
-
-    JaxVariable._initialize_with_initializer = zeros_first
-    try:
-        yield True
-    finally:
-        JaxVariable._initialize_with_initializer = original
-
-
 def _ours_jobs(settings):
     os.environ["KERAS_BACKEND"] = "jax"
     if settings["device"] == "cpu":
@@ -372,7 +342,7 @@ def _ours_jobs(settings):
     device = jax.devices()[0]
     if settings["device"] == "cuda" and device.platform != "gpu":
         raise RuntimeError(f"JAX runs on {device.platform}, not on the GPU: {jax.devices()}")
-    models, load_s, zero_init = {}, {}, {}
+    models, load_s = {}, {}
     state = {"key": None, "inputs": None}
     compiled = {}
 
@@ -381,8 +351,9 @@ def _ours_jobs(settings):
             start = time.perf_counter()
             keras.config.set_dtype_policy(policy)
             try:
-                with _zero_initializers() as zero_init[policy]:
-                    models[policy] = AlignModel.from_pretrained(settings["folder"])
+                # from_pretrained builds variables as zeros (no per-shape XLA compiles of
+                # random initializers) before its strict load.
+                models[policy] = AlignModel.from_pretrained(settings["folder"])
             finally:
                 keras.config.set_dtype_policy("float32")
             load_s[policy] = time.perf_counter() - start
@@ -487,7 +458,7 @@ def _ours_jobs(settings):
                 pass
         return {"framework": "jax", "versions": versions, "keras_backend": keras.backend.backend(),
                 "device": str(device), "device_kind": device.device_kind, "platform": device.platform,
-                "load_s": load_s, "load_zero_initializers": zero_init, "XLA_FLAGS": os.environ.get("XLA_FLAGS"),
+                "load_s": load_s, "XLA_FLAGS": os.environ.get("XLA_FLAGS"),
                 "XLA_PYTHON_CLIENT_MEM_FRACTION": os.environ.get("XLA_PYTHON_CLIENT_MEM_FRACTION"),
                 "weights_dtype": {p: str(m.vision_model.trainable_variables[0].dtype) for p, m in models.items()},
                 "compute_dtype": {p: m.vision_model.compute_dtype for p, m in models.items()},
