@@ -78,7 +78,7 @@ for _path in (os.path.join(HERE, "device"), os.path.join(ROOT, "tests"), HERE, R
         sys.path.insert(0, _path)
 
 from machine_info import write_result  # noqa: E402
-from paired import Pair, mark_imported, serve  # noqa: E402
+from paired import Pair, add_settle_argument, mark_imported, serve  # noqa: E402
 
 BLOCK_ENV = "ALIGN_BENCH_BLOCK_IMPORTS"  # set by benchmarks/device/no_tf.py
 
@@ -667,7 +667,7 @@ def main(argv=None):
     parser.add_argument("--target-s", type=float, default=None,
                         help="seconds per timed run; sets calls per run (default 0.5, tiny 0.05)")
     parser.add_argument("--max-iters", type=int, default=50)
-    parser.add_argument("--settle-s", type=float, default=0.1, help="idle seconds before each timed run")
+    add_settle_argument(parser, default=0.1)
     parser.add_argument("--budget-s", type=float, default=420,
                         help="start no new configuration after this many seconds (partial JSON stays)")
     parser.add_argument("--parity-batch", type=int, default=None, help="default 4 (tiny 2)")

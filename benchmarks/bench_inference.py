@@ -23,7 +23,7 @@ ROOT = os.path.dirname(HERE)
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
 
 from machine_info import write_result  # noqa: E402
-from paired import Pair, mark_imported, serve  # noqa: E402
+from paired import Pair, add_settle_argument, mark_imported, serve  # noqa: E402
 
 # Real-looking alt-text captions (median about 12 wordpieces with [CLS]/[SEP]).
 CAPTIONS = [
@@ -90,7 +90,11 @@ def worker(which, folder, conn):
                                                       input_shape=(None, None, 3), pooling="avg")
             run = tf.function(lambda x: trunk(x, training=False),
                               input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
-            return {"image": lambda pixels: (run(pixels), None)[1]}
+
+            def image(pixels):
+                run(pixels).numpy()  # to host, as the other two workers' outputs are
+
+            return {"image": image}
         if which == "reference":
             import torch
             import transformers
@@ -180,8 +184,7 @@ def main():
     parser.add_argument("--quick", action="store_true", help="batches 1 and 8, 2 repeats")
     parser.add_argument("--no-keras-applications", action="store_true",
                         help="skip the keras.applications EfficientNetB7 yardstick (image tower)")
-    parser.add_argument("--settle-s", type=float, default=1.0,
-                        help="idle seconds before each timed run (threads of the other worker spin down)")
+    add_settle_argument(parser)
     parser.add_argument("--output", default=os.path.join(HERE, "results", "inference.json"))
     args = parser.parse_args()
     if args.quick:

@@ -21,7 +21,7 @@ ROOT = os.path.dirname(HERE)
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
 
 from machine_info import write_result  # noqa: E402
-from paired import Pair, mark_imported, serve  # noqa: E402
+from paired import Pair, add_settle_argument, mark_imported, serve  # noqa: E402
 
 SIZES = {
     # name: (config factory, image size, batch)
@@ -108,8 +108,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", choices=list(SIZES), default=list(SIZES))
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--settle-s", type=float, default=1.0,
-                        help="idle seconds before each timed run (threads of the other worker spin down)")
+    add_settle_argument(parser)
     parser.add_argument("--output", default=os.path.join(HERE, "results", "train_step.json"))
     args = parser.parse_args()
     results = {}

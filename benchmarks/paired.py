@@ -37,6 +37,11 @@ def mark_imported() -> None:
     _IMPORTED["rss"] = peak_rss_mib()
 
 
+def add_settle_argument(parser, default: float = 1.0) -> None:
+    parser.add_argument("--settle-s", type=float, default=default,
+                        help="idle seconds before each timed run (threads of the other worker spin down)")
+
+
 def serve(conn, setup) -> None:
     """Worker loop: `setup()` returns {job kind: fn(data) -> output}; answer jobs until None.
     A setup may call `mark_imported()` once its framework is imported (before the model)."""

@@ -98,8 +98,7 @@ def conv_bn(x, conv, bn, training, fold, activation=None, pad=None):
         x, padding = _padded(x, pad, conv) if pad is not None else (x, conv.padding)
         y = _tf_conv_bn_inference(x, conv, bn, padding)
     else:
-        scale = bn.gamma * ops.rsqrt(bn.moving_variance + bn.epsilon)
-        bias = bn.beta - bn.moving_mean * scale
+        scale, bias = _folded_batch_norm(bn)
         if isinstance(conv, layers.DepthwiseConv2D):
             kernel = conv.kernel * ops.reshape(scale, (1, 1, -1, 1))
             y = ops.depthwise_conv(x, ops.cast(kernel, x.dtype), conv.strides, conv.padding)
@@ -111,6 +110,12 @@ def conv_bn(x, conv, bn, training, fold, activation=None, pad=None):
         return y
     # Written out (not keras' silu, whose custom gradient hides the pattern) so TF fuses it.
     return y * ops.sigmoid(y) if swish else act(y)
+
+
+def _folded_batch_norm(bn):
+    """Inference BatchNorm as a per-channel (scale, bias) to fold into the preceding conv."""
+    scale = bn.gamma * ops.rsqrt(bn.moving_variance + bn.epsilon)
+    return scale, bn.beta - bn.moving_mean * scale
 
 
 def _tf_batch_norm_training(y, bn):
@@ -133,8 +138,7 @@ def _tf_conv_bn_inference(x, conv, bn, padding):
     import tensorflow as tf  # TF backend only; models/ otherwise stays keras.ops
 
     if isinstance(conv, layers.DepthwiseConv2D):
-        scale = bn.gamma * ops.rsqrt(bn.moving_variance + bn.epsilon)
-        bias = bn.beta - bn.moving_mean * scale
+        scale, bias = _folded_batch_norm(bn)
         kernel = ops.cast(conv.kernel * ops.reshape(scale, (1, 1, -1, 1)), x.dtype)
         y = tf.nn.depthwise_conv2d(x, kernel, (1, *conv.strides, 1), padding.upper())
         return tf.nn.bias_add(y, ops.cast(bias, x.dtype))
