@@ -10,7 +10,9 @@ from typing import Callable, Iterable
 import numpy as np
 import tensorflow as tf
 
-from align_tf.inference import trim_padding
+from align_tf.models.compiled import trim_padding
+from align_tf.protocol import WARMUP_FILE, encode_images, read_saved_model_proto
+from align_tf.errors import ExportError, UnsupportedOpError, XlaFunctionError  # noqa: F401  (public here too)
 
 SERVING_DEFAULT = "serving_default"
 # Endpoint name -> the signature keys it is saved under. `classify` comes first, so it is also
@@ -43,26 +45,6 @@ REFUSED_TEXT_OPS = {
 _XLA_ATTRS = ("_XlaMustCompile", "_XlaCompile", "_noinline_xla")
 # TF Serving replays these requests when it loads a version (--enable_model_warmup, on by
 # default), so the first real request does not pay for kernel selection and lazy init.
-WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
-
-
-class ExportError(RuntimeError):
-    """The model cannot be exported as asked."""
-
-
-class UnsupportedOpError(ExportError):
-    """The graph uses an op that stock TF Serving does not have."""
-
-    def __init__(self, op: str, functions: Iterable[str], reason: str):
-        self.op = op
-        self.functions = sorted(functions)
-        self.reason = reason
-        where = ", ".join(self.functions[:3]) + (" ..." if len(self.functions) > 3 else "")
-        super().__init__(f"op {op!r} (in {where}) cannot be served by stock TF Serving: {reason}")
-
-
-class XlaFunctionError(ExportError):
-    """A function in the graph is marked for XLA compilation (TF Serving needs a flag for it)."""
 
 
 # -- the signatures ---------------------------------------------------------------------------
@@ -105,7 +87,7 @@ def serving_functions(model, processor) -> dict[str, tf.types.experimental.Gener
 
     def text_features(input_ids, attention_mask, token_type_ids):
         # Columns that are padding in every row change nothing but cost time: drop them, as the
-        # in-process inference path does (align_tf.inference).
+        # in-process inference path does (align_tf.models.compiled).
         input_ids, attention_mask, token_type_ids = trim_padding(input_ids, attention_mask, token_type_ids)
         features = model.get_text_features(input_ids, attention_mask, token_type_ids, training=False)
         return _l2_normalize(features)
@@ -272,15 +254,6 @@ def write_warmup_requests(version_dir: str) -> str | None:
 
 
 # -- the op check -----------------------------------------------------------------------------
-def read_saved_model_proto(saved_model_dir: str):
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    proto = saved_model_pb2.SavedModel()
-    with open(os.path.join(saved_model_dir, "saved_model.pb"), "rb") as f:
-        proto.ParseFromString(f.read())
-    return proto
-
-
 def graph_op_types(saved_model_dir: str) -> dict[str, set[str]]:
     """Every op type in the SavedModel's graph and function library -> where it is used."""
     ops: dict[str, set[str]] = {}
@@ -384,8 +357,6 @@ class AlignSavedModel:
         return self.run("embed_text", text=_strings(texts))["text_embeds"]
 
     def embed_image(self, images) -> np.ndarray:
-        from align_tf.serving.client import encode_images
-
         return self.run("embed_image", image_bytes=encode_images(images))["image_embeds"]
 
     def embed_pixels(self, pixel_values) -> np.ndarray:
@@ -398,8 +369,6 @@ class AlignSavedModel:
                         token_type_ids=token_type_ids)["text_embeds"]
 
     def classify(self, images, labels: list[str]) -> dict[str, np.ndarray]:
-        from align_tf.serving.client import encode_images
-
         return self.run("classify", image_bytes=encode_images(images), text=_strings(labels))
 
     def similarity(self, image_embeds, text_embeds) -> np.ndarray:

@@ -385,7 +385,7 @@ def _ours_jobs(settings):
             state["inputs"] = None
             host = _host_inputs(spec, vocab_size)
             if spec["tower"] == "text" and spec.get("captions"):
-                # Our inference path trims a batch to its longest row (align_tf/inference.py).
+                # Our inference path trims a batch to its longest row (align_tf/models/compiled.py).
                 longest = int(host["attention_mask"].sum(1).max())
                 host = {k: v[:, :longest] for k, v in host.items()}
             state["inputs"] = jax.device_put(host, device)

@@ -24,7 +24,7 @@ from machine_info import write_result  # noqa: E402
 def op_profile(model, pixels, fold, runs=2):
     import tensorflow as tf
 
-    # Static height / width, as align_tf.inference traces it (implicit stride-2 padding).
+    # Static height / width, as align_tf.models.compiled traces it (implicit stride-2 padding).
     fn = tf.function(lambda x: model(x, fold_batch_norm=fold)["pooler_output"],
                      input_signature=[tf.TensorSpec([None, *pixels.shape[1:]], tf.float32)])
     # Freeze the variables and run the graph in a v1 session, where FULL_TRACE step stats

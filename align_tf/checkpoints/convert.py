@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from align_tf.errors import CheckpointMismatchError  # noqa: F401  (public here too)
+
 # Layout transforms, HF (PyTorch) -> Keras, and their inverses.
 TO_KERAS = {
     "identity": lambda a: a,
@@ -26,34 +28,6 @@ TO_HF = {
 
 # Buffers that HF checkpoints may carry and that hold no weights.
 IGNORED_SUFFIXES = ("num_batches_tracked", "embeddings.position_ids", "embeddings.token_type_ids")
-
-
-class CheckpointMismatchError(ValueError):
-    """A checkpoint's keys or shapes do not match the model; nothing was loaded."""
-
-    def __init__(self, message, missing=(), unexpected=(), mismatched=()):
-        super().__init__(message)
-        self.missing, self.unexpected, self.mismatched = list(missing), list(unexpected), list(mismatched)
-
-    @classmethod
-    def from_keys(cls, missing, unexpected, mismatched, source=""):
-        def listing(rows, fmt):
-            shown = ", ".join(fmt(r) for r in rows[:20])
-            return shown + (f" ... ({len(rows) - 20} more)" if len(rows) > 20 else "")
-
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing key(s): "
-                         + listing(missing, lambda r: f"{r[0]} {tuple(r[1])}"))
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected key(s): "
-                         + listing(unexpected, lambda r: f"{r[0]} {tuple(r[1])}"))
-        if mismatched:
-            parts.append(f"{len(mismatched)} shape mismatch(es): " + listing(
-                mismatched, lambda r: f"{r[0]} checkpoint {tuple(r[1])} vs model {tuple(r[2])}"))
-        where = f" {source}" if source else ""
-        return cls(f"checkpoint{where} does not match the model; nothing was loaded. "
-                   + "; ".join(parts), missing, unexpected, mismatched)
 
 
 def _bn(prefix, bn):
@@ -121,20 +95,21 @@ def align_table(model) -> list[tuple]:
             + vision_table(model.vision_model, "vision_model."))
 
 
-def weight_table(model, prefix=None) -> list[tuple]:
-    from align_tf.models.align import AlignModel
-    from align_tf.models.bert import AlignTextModel
-    from align_tf.models.efficientnet import AlignVisionModel
+TABLES = {"": align_table, "text_model.": text_table, "vision_model.": vision_table}
 
+
+def weight_table(model, prefix=None) -> list[tuple]:
+    """The table for any of the three models, chosen by the model's `checkpoint_prefix` (its key
+    prefix inside a joint ALIGN checkpoint), so this module never imports a model class."""
+    kind = getattr(model, "checkpoint_prefix", None)
+    if kind not in TABLES:
+        raise TypeError(f"no weight table for {type(model).__name__} "
+                        f"(expected an AlignModel, AlignTextModel or AlignVisionModel)")
     if not model.built:
         model.build()
-    if isinstance(model, AlignModel):
+    if kind == "":
         return align_table(model)
-    if isinstance(model, AlignTextModel):
-        return text_table(model, "" if prefix is None else prefix)
-    if isinstance(model, AlignVisionModel):
-        return vision_table(model, "" if prefix is None else prefix)
-    raise TypeError(f"no weight table for {type(model).__name__}")
+    return TABLES[kind](model, "" if prefix is None else prefix)
 
 
 def _ignored(key: str) -> bool:

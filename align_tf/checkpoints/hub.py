@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from align_tf.errors import PretrainedNotFoundError  # noqa: F401  (public here too)
+
 # Files any of our loaders may read from a checkpoint folder.
 CHECKPOINT_FILES = [
     "config.json",
@@ -17,10 +19,6 @@ CHECKPOINT_FILES = [
     "special_tokens_map.json",
     "preprocessor_config.json",
 ]
-
-
-class PretrainedNotFoundError(OSError):
-    """A name is neither a local folder nor a hub id that can be resolved."""
 
 
 def resolve_pretrained(name_or_path: str, revision: str | None = None) -> str:

@@ -13,9 +13,7 @@ import zipfile
 
 import numpy as np
 
-
-class CheckpointSecurityError(pickle.UnpicklingError):
-    """The pickle asks for a Python object outside the allow-list of a plain state dict."""
+from align_tf.errors import CheckpointSecurityError  # noqa: F401  (public here too)
 
 
 _STORAGE_DTYPES = {

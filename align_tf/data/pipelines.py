@@ -19,16 +19,13 @@ from typing import Iterable, Sequence
 import tensorflow as tf
 
 from align_tf.data.tfrecord import CAPTION_KEY, IMAGE_KEY, parse_example
+from align_tf.errors import DataSpecError  # noqa: F401  (public here too)
 
 log = logging.getLogger(__name__)
 
 TFRECORD_SUFFIXES = (".tfrecord", ".tfrecords", ".tfr", ".tfrecord.gz", ".tfrecords.gz")
 IMAGE_COLUMN_NAMES = ("image", "image_path", "filepath", "file", "path", "filename", "url")
 CAPTION_COLUMN_NAMES = ("caption", "text", "title", "sentence", "raw")
-
-
-class DataSpecError(ValueError):
-    """A data path / spec that names nothing readable, or a file in an unexpected layout."""
 
 
 # ===================================================================== counting skipped records

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
-from align_tf import losses
+from align_tf.models import losses
 from align_tf.configuration import AlignConfig
 from align_tf.models.bert import AlignTextModel
 from align_tf.models.efficientnet import AlignVisionModel
@@ -75,9 +75,9 @@ class AlignModel(PretrainedMixin, keras.Model):
         """Pooled trunk output [N, projection_dim], not normalised (HF `get_image_features`).
 
         Called eagerly under TensorFlow for inference, it runs one compiled graph
-        (align_tf.inference) instead of op-by-op."""
+        (align_tf.models.compiled) instead of op-by-op."""
         if not training and _eager_tensorflow():
-            from align_tf import inference
+            from align_tf.models import compiled as inference
 
             return inference.run_image_features(self, pixel_values)
         return self.vision_model(pixel_values, training=training)["pooler_output"]
@@ -89,7 +89,7 @@ class AlignModel(PretrainedMixin, keras.Model):
             token_type_ids = input_ids.get("token_type_ids", token_type_ids)
             input_ids = input_ids["input_ids"]
         if not training and _eager_tensorflow():
-            from align_tf import inference
+            from align_tf.models import compiled as inference
 
             return inference.run_text_features(self, input_ids, attention_mask, token_type_ids)
         text = self.text_model.call(input_ids, attention_mask=attention_mask,
@@ -124,10 +124,10 @@ class AlignModel(PretrainedMixin, keras.Model):
 
     # -- training: model.fit / model.evaluate (TensorFlow backend) -------------------------
     # Each replica embeds its share of the batch, gathers every replica's embeddings
-    # (align_tf.training.distributed, TF-only, imported here so the towers stay backend-free)
+    # (align_tf.models.distributed, TF-only, imported here so the towers stay backend-free)
     # and scores its own rows against the global batch.
     def _replica_contrastive_loss(self, data, training: bool):
-        from align_tf.training.distributed import GlobalBatch
+        from align_tf.models.distributed import GlobalBatch
 
         inputs = keras.utils.unpack_x_y_sample_weight(data)[0]
         # A frozen tower runs in inference mode: BatchNorm keeps its statistics, no dropout.
@@ -143,7 +143,7 @@ class AlignModel(PretrainedMixin, keras.Model):
         return loss, batch.share, text_to_image, image_to_text, labels
 
     def _step_logs(self, loss, text_to_image, image_to_text, labels):
-        from align_tf.training.distributed import logs_for_keras
+        from align_tf.models.distributed import logs_for_keras
 
         def accuracy(logits):
             hits = ops.equal(ops.cast(ops.argmax(logits, axis=-1), "int32"), labels)
@@ -182,7 +182,7 @@ class AlignModel(PretrainedMixin, keras.Model):
         # Keras's version needs a sample batch and breaks on dict batches under
         # MultiWorkerMirroredStrategy; this model builds from its config (see build_for_fit).
         # Always, so the optimizer's variables are the same in a fresh and a resumed run.
-        from align_tf.training.distributed import build_for_fit
+        from align_tf.models.distributed import build_for_fit
 
         build_for_fit(self)
 

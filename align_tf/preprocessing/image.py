@@ -11,6 +11,8 @@ from typing import Any, Sequence
 import numpy as np
 import tensorflow as tf
 
+from align_tf.errors import ImageDecodeError, ImageSizeError  # noqa: F401  (public here too)
+
 PREPROCESSOR_CONFIG_NAME = "preprocessor_config.json"
 
 # Formats recognised from their first bytes; index 0 means "none of them".
@@ -28,14 +30,6 @@ RESIZE_METHODS = ("pil", "tf")
 _TF_METHODS = {BOX: "area", BILINEAR: "bilinear", HAMMING: "bilinear", BICUBIC: "bicubic", LANCZOS: "lanczos3"}
 # PIL keeps resampling weights as fixed-point integers with this many fractional bits.
 _PRECISION_BITS = 32 - 8 - 2
-
-
-class ImageDecodeError(ValueError):
-    """Image bytes that are not a supported, sane image (message names the input)."""
-
-
-class ImageSizeError(ImageDecodeError):
-    """An image whose header declares more pixels than `max_pixels` (refused before decoding)."""
 
 
 def _hw(value, name: str) -> tuple[int, int]:

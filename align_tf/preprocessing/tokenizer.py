@@ -10,6 +10,8 @@ from typing import Iterable, Sequence
 import tensorflow as tf
 import tensorflow_text as tf_text
 
+from align_tf.errors import TextInputError  # noqa: F401  (public here too)
+
 VOCAB_NAME = "vocab.txt"
 TOKENIZER_CONFIG_NAME = "tokenizer_config.json"
 SPECIAL_TOKENS_MAP_NAME = "special_tokens_map.json"
@@ -68,10 +70,6 @@ _RUST_LETTERS = (
     r"]"
 )
 _RUST_PUNCTUATION = r"[\x{166D}\x{111C9}]"
-
-
-class TextInputError(TypeError):
-    """A text given to the tokenizer is not a string."""
 
 
 class AlignTokenizer(tf.Module):

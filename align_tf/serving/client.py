@@ -18,6 +18,9 @@ import urllib.request
 import grpc
 import numpy as np
 
+from align_tf.errors import InputError, ServingError  # noqa: F401  (public here too)
+from align_tf.protocol import encode_images  # noqa: F401  (public here too)
+
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 # HTTP status -> the gRPC code TF Serving most likely meant (FAILED_PRECONDITION and
@@ -31,50 +34,6 @@ _CODE_BY_HTTP = {
     502: grpc.StatusCode.UNAVAILABLE, 503: grpc.StatusCode.UNAVAILABLE,
     504: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
-
-
-class ServingError(Exception):
-    """A request failed: `code` is a `grpc.StatusCode`, `message` the server's words,
-    `http_status` the REST status when the REST API answered."""
-
-    def __init__(self, code: grpc.StatusCode, message: str, http_status: int | None = None):
-        super().__init__(f"{code.name}: {message}")
-        self.code = code
-        self.message = message
-        self.http_status = http_status
-
-
-class InputError(TypeError):
-    """An input given to the client is not something it can send."""
-
-
-def encode_images(images) -> list[bytes]:
-    """Encoded image files to send as `image_bytes`: bytes as they are, paths read from disk,
-    PIL images and uint8 arrays [H, W, 3] encoded as PNG."""
-    if isinstance(images, (bytes, bytearray, str, os.PathLike)):
-        images = [images]
-    out = []
-    images = list(images)
-    for i, image in enumerate(images):
-        if isinstance(image, (bytes, bytearray, memoryview)):
-            out.append(bytes(image))
-        elif isinstance(image, (str, os.PathLike)):
-            with open(image, "rb") as f:
-                out.append(f.read())
-        elif hasattr(image, "save") and hasattr(image, "mode"):  # PIL.Image
-            buffer = io.BytesIO()
-            image.save(buffer, format="PNG")
-            out.append(buffer.getvalue())
-        elif isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3:
-            from PIL import Image
-
-            buffer = io.BytesIO()
-            Image.fromarray(image).save(buffer, format="PNG")
-            out.append(buffer.getvalue())
-        else:
-            raise InputError(f"image {i} of {len(images)}: expected encoded bytes, a path, a PIL image "
-                             f"or a uint8 array [H, W, 3], got {type(image).__name__}")
-    return out
 
 
 def _string_array(texts) -> np.ndarray:

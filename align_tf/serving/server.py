@@ -155,7 +155,7 @@ class LoadedVersion:
         import tensorflow as tf
         import tensorflow_text  # noqa: F401  (registers the tokenizer's ops)
 
-        from align_tf.export import read_saved_model_proto
+        from align_tf.protocol import read_saved_model_proto
 
         self.name, self.version, self.path = name, version, path
         proto = read_saved_model_proto(path)
@@ -174,7 +174,7 @@ class LoadedVersion:
         import tensorflow as tf
         from tensorflow_serving.apis import prediction_log_pb2
 
-        from align_tf.export import WARMUP_FILE
+        from align_tf.protocol import WARMUP_FILE
 
         path = os.path.join(self.path, WARMUP_FILE)
         if not os.path.isfile(path):

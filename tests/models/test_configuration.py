@@ -6,9 +6,9 @@ import os
 import pytest
 
 from align_tf.configuration import AlignConfig, AlignTextConfig, AlignVisionConfig, load_config
-from support import REFERENCE_DIR
+from align_tf.presets import ALIGN_BASE_DIR
 
-ALIGN_BASE_CONFIG = os.path.join(REFERENCE_DIR, "align-base", "config.json")
+ALIGN_BASE_CONFIG = os.path.join(ALIGN_BASE_DIR, "config.json")
 
 
 def test_defaults_equal_align_base():

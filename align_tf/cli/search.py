@@ -6,7 +6,7 @@ import json
 import os
 import sys
 
-from align_tf.evaluation.commands import MODEL_HELP, format_table
+from align_tf.cli.evaluate import MODEL_HELP, format_table
 
 
 def register(subparsers) -> None:
@@ -62,10 +62,10 @@ def register(subparsers) -> None:
 
 
 def run_index_build(args) -> int:
-    from align_tf.evaluation.commands import embedder_for
-    from align_tf.evaluation.embedding import EmbeddingInputError
-    from align_tf.evaluation.image_files import find_images
-    from align_tf.search import EmbeddingIndex, IndexFormatError
+    from align_tf.cli.evaluate import embedder_for
+    from align_tf.applications.embedder import EmbeddingInputError
+    from align_tf.applications.image_files import find_images
+    from align_tf.applications.search import EmbeddingIndex, IndexFormatError
 
     try:
         paths = [os.path.abspath(p) for p in find_images(args.images)]
@@ -99,8 +99,8 @@ def run_index_build(args) -> int:
 
 
 def run_search(args) -> int:
-    from align_tf.evaluation.commands import embedder_for
-    from align_tf.search import EmbeddingIndex
+    from align_tf.cli.evaluate import embedder_for
+    from align_tf.applications.search import EmbeddingIndex
 
     if args.text is not None and (args.plus_text or args.minus_text):
         print("align-tf search: --plus-text / --minus-text modify an --image query",

@@ -7,8 +7,8 @@ import functools
 
 import numpy as np
 
-from align_tf.evaluation.embedding import Embedder, l2_normalize, load_embedder
-from align_tf.evaluation.templates import SINGLE_TEMPLATE, resolve_templates
+from align_tf.applications.embedder import Embedder, l2_normalize, load_embedder
+from align_tf.applications.templates import SINGLE_TEMPLATE, resolve_templates
 
 
 def class_prompts(class_names, templates) -> list[str]:

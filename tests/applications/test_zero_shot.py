@@ -4,11 +4,11 @@ the same answer as the model's own logits, metrics and the confusion-matrix PNG.
 import numpy as np
 import pytest
 
-from align_tf.evaluation import templates as tmpl
+from align_tf.applications import templates as tmpl
 from align_tf.evaluation.classification_metrics import (classification_metrics,
                                                         save_confusion_matrix_png)
-from align_tf.evaluation.embedding import Embedder
-from align_tf.evaluation.zero_shot import ZeroShotClassifier, zero_shot_classify
+from align_tf.applications.embedder import Embedder
+from align_tf.applications.zero_shot import ZeroShotClassifier, zero_shot_classify
 
 DIM = 8
 

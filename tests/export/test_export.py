@@ -12,42 +12,9 @@ import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the tokenizer's ops for loading)
 from PIL import Image
 
-from support import minilm_folder, tiny_align_config, tiny_text_config
+from support import LABELS, encoded_images, minilm_folder, tiny_model, tiny_processor
 
 from align_tf import export
-
-LABELS = ["a photo of a cat", "a red square", "two dogs playing in the snow"]
-
-
-def tiny_processor():
-    from align_tf.preprocessing.image import AlignImageProcessor
-    from align_tf.preprocessing.processor import AlignProcessor
-    from align_tf.preprocessing.tokenizer import AlignTokenizer
-
-    tokenizer = AlignTokenizer(os.path.join(minilm_folder(), "vocab.txt"), max_length=16)
-    return AlignProcessor(tokenizer, AlignImageProcessor(size=(40, 40), crop_size=(32, 32)))
-
-
-def tiny_model(seed: int = 0):
-    import keras
-
-    from align_tf.models.align import AlignModel
-
-    keras.utils.set_random_seed(seed)
-    model = AlignModel(tiny_align_config(text_config=tiny_text_config(vocab_size=30522)))
-    model.build()
-    model.temperature.assign(0.37)  # not 1, so a missing division shows
-    return model
-
-
-def encoded_images() -> list[bytes]:
-    rng = np.random.default_rng(0)
-    out = []
-    for fmt, size in (("JPEG", (50, 61)), ("PNG", (33, 40)), ("BMP", (45, 45))):
-        buffer = io.BytesIO()
-        Image.fromarray(rng.integers(0, 256, size + (3,), dtype=np.uint8)).save(buffer, format=fmt)
-        out.append(buffer.getvalue())
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -74,7 +74,7 @@ def _common(parser) -> None:
 
 def embedder_for(args):
     """Load the model named by --model (or the demo model, saying so on stderr)."""
-    from align_tf.evaluation.embedding import DEMO_MODEL_NOTE, load_embedder
+    from align_tf.applications.embedder import DEMO_MODEL_NOTE, load_embedder
 
     embedder = load_embedder(args.model, batch_size=args.batch_size)
     if embedder.is_demo:
@@ -101,9 +101,9 @@ def parse_labels(values) -> list[str]:
 
 
 def run_classify(args) -> int:
-    from align_tf.evaluation.embedding import EmbeddingInputError
-    from align_tf.evaluation.image_files import find_images
-    from align_tf.evaluation.zero_shot import ZeroShotClassifier
+    from align_tf.applications.embedder import EmbeddingInputError
+    from align_tf.applications.image_files import find_images
+    from align_tf.applications.zero_shot import ZeroShotClassifier
 
     try:
         paths = find_images(args.images)
@@ -141,9 +141,9 @@ def format_table(header, rows) -> str:
 def run_evaluate_zero_shot(args) -> int:
     from align_tf.evaluation.classification_metrics import (classification_metrics,
                                                             save_confusion_matrix_png)
-    from align_tf.evaluation.embedding import EmbeddingInputError
-    from align_tf.evaluation.image_files import read_class_folders
-    from align_tf.evaluation.zero_shot import ZeroShotClassifier
+    from align_tf.applications.embedder import EmbeddingInputError
+    from align_tf.applications.image_files import read_class_folders
+    from align_tf.applications.zero_shot import ZeroShotClassifier
 
     paths, labels, class_names = read_class_folders(args.data, args.class_names)
     embedder = embedder_for(args)
@@ -177,7 +177,7 @@ def run_evaluate_zero_shot(args) -> int:
 
 
 def run_evaluate_retrieval(args) -> int:
-    from align_tf.evaluation.embedding import EmbeddingInputError
+    from align_tf.applications.embedder import EmbeddingInputError
     from align_tf.evaluation.retrieval import evaluate_retrieval, read_retrieval_dataset
 
     dataset = read_retrieval_dataset(args.data, args.images, args.split)

@@ -31,7 +31,8 @@ def register(subparsers) -> None:
 
 
 def add_arguments(parser) -> None:
-    from align_tf.training.recipe import FREEZE_CHOICES, PRECISIONS, PRESETS
+    from align_tf.presets import PRESETS
+    from align_tf.training.recipe import FREEZE_CHOICES, PRECISIONS
 
     data = parser.add_argument_group("data and model")
     data.add_argument("--data", default="demo",

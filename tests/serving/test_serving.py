@@ -25,14 +25,14 @@ import grpc
 import numpy as np
 import pytest
 
-from test_export import LABELS, encoded_images, tiny_model, tiny_processor
+from support import LABELS, REPO_ROOT, encoded_images, tiny_model, tiny_processor
 
 from align_tf.serving.client import AlignServingClient, ServingError
 from align_tf.serving.server import read_model_config_file, read_text_proto
 
 pytestmark = pytest.mark.multiprocess
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = REPO_ROOT
 README = os.path.join(ROOT, "serving", "README.md")
 MAX_MESSAGE = 1 << 20  # the server's gRPC / REST limit in this test, to test "oversized" cheaply
 START_TIMEOUT = 240

@@ -11,13 +11,11 @@ import re
 
 import numpy as np
 
+from align_tf.errors import EmbeddingInputError  # noqa: F401  (public here too)
+
 # "A progress bar past a few dozen items": below this, bars are noise.
 PROGRESS_MIN_ITEMS = 48
 DEMO_MODEL = "demo"
-
-
-class EmbeddingInputError(ValueError):
-    """An input in a batch could not be embedded; the message names it (a path when it is one)."""
 
 
 def l2_normalize(x) -> np.ndarray:
@@ -39,7 +37,7 @@ def progress_bar(total: int, desc: str, progress):
 class Embedder:
     """Batched, normalised embeddings from a dual-encoder model and its processor.
 
-    AlignModel runs its towers as compiled graphs when called eagerly (align_tf.inference),
+    AlignModel runs its towers as compiled graphs when called eagerly (align_tf.models.compiled),
     so batches here cost one graph call each.
     """
 

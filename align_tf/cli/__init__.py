@@ -9,12 +9,12 @@ import sys
 # Each module defines `register(subparsers)`, adding parsers whose `func(args)` does the work.
 # Heavy imports (TensorFlow) happen inside `func`, so `align-tf --help` stays fast.
 COMMAND_MODULES = [
-    "align_tf.checkpoints.commands",
-    "align_tf.serving.commands",
-    "align_tf.evaluation.commands",
-    "align_tf.search_commands",
-    "align_tf.training.commands",
-    "align_tf.data.commands",
+    "align_tf.cli.convert",
+    "align_tf.cli.serving",
+    "align_tf.cli.evaluate",
+    "align_tf.cli.search",
+    "align_tf.cli.train",
+    "align_tf.cli.data",
 ]
 
 

@@ -15,6 +15,8 @@ import sys
 
 import numpy as np
 
+from support import child_pythonpath
+
 GLOBAL_BATCH = 4
 GOOD_IMAGES = 13  # 3 full batches of 4, one image dropped by drop_remainder
 STEPS = GOOD_IMAGES // GLOBAL_BATCH
@@ -85,8 +87,7 @@ def child_main(folder: str, out_path: str) -> None:
 
 def test_pipeline_feeds_fit_under_default_and_mirrored_strategies(tmp_path):
     out = tmp_path / "results.json"
-    tests_dir = os.path.dirname(os.path.abspath(__file__))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([tests_dir, os.path.dirname(tests_dir)]))
+    env = dict(os.environ, PYTHONPATH=child_pythonpath(__file__))
     done = subprocess.run([sys.executable, __file__, str(tmp_path / "data"), str(out)], env=env,
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]

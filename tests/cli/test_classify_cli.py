@@ -7,67 +7,11 @@ import os
 import numpy as np
 import pytest
 
+from support import CLASSES
+
 from align_tf import cli
-from align_tf.evaluation import embedding
+from align_tf.applications import embedder as embedding
 from align_tf.evaluation.retrieval import retrieval_metrics
-
-CLASSES = ["red circle", "blue square", "green star"]
-
-
-def make_tiny_model_folder(folder: str) -> str:
-    """A random tiny ALIGN (real bert-base-uncased vocabulary, 32x32 crops) saved with its
-    processor files, loadable by `--model folder`."""
-    from support import minilm_folder, tiny_align_config
-
-    from align_tf.models.align import AlignModel
-    from align_tf.preprocessing.image import AlignImageProcessor
-    from align_tf.preprocessing.processor import AlignProcessor
-    from align_tf.preprocessing.tokenizer import AlignTokenizer
-
-    config = tiny_align_config()
-    config.text_config.vocab_size = 30522
-    model = AlignModel(config)
-    model.build()
-    processor = AlignProcessor(
-        AlignTokenizer(os.path.join(minilm_folder(), "vocab.txt"), max_length=16),
-        AlignImageProcessor(size=(40, 40), crop_size=(32, 32)))
-    model.save_pretrained(folder, processor=processor)
-    return folder
-
-
-def write_shape_images(folder: str, per_class: int = 2, seed: int = 0) -> dict:
-    """PNG files in one subfolder per class: {class name: [paths]}."""
-    from PIL import Image
-
-    from align_tf.data.synthetic import draw_shape
-
-    rng = np.random.default_rng(seed)
-    written = {}
-    for name in CLASSES:
-        colour, shape = name.split()
-        sub = os.path.join(folder, name.replace(" ", "_"))
-        os.makedirs(sub, exist_ok=True)
-        written[name] = []
-        for i in range(per_class):
-            path = os.path.join(sub, f"{i}.png")
-            Image.fromarray(draw_shape(rng, colour, shape, 48)).save(path)
-            written[name].append(path)
-    return written
-
-
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory):
-    """One tiny model for this file and test_search.py: every new model or processor instance
-    pays for tracing its graphs again (seconds each on a busy CPU)."""
-    root = tmp_path_factory.mktemp("tiny")
-    folder = make_tiny_model_folder(str(root / "model"))
-    images = write_shape_images(str(root / "data"))
-    from align_tf.models.align import AlignModel
-    from align_tf.preprocessing.processor import AlignProcessor
-
-    return {"model_dir": folder, "data": str(root / "data"), "images": images,
-            "model": AlignModel.from_pretrained(folder),
-            "processor": AlignProcessor.from_pretrained(folder)}
 
 
 @pytest.fixture

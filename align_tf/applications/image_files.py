@@ -6,11 +6,9 @@ import glob
 import json
 import os
 
+from align_tf.errors import NoImagesError  # noqa: F401  (public here too)
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp")
-
-
-class NoImagesError(FileNotFoundError):
-    """A path, folder or pattern that was given matched no image file."""
 
 
 def is_image_file(path: str) -> bool:

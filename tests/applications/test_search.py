@@ -9,9 +9,8 @@ import zlib
 
 import numpy as np
 import pytest
-from test_classify_cli import tiny  # noqa: F401  (the session's tiny model, shared)
 
-from align_tf.search import EmbeddingIndex, IndexFormatError, compose_query, recall_at_k
+from align_tf.applications.search import EmbeddingIndex, IndexFormatError, compose_query, recall_at_k
 
 
 def unit(x):
@@ -232,7 +231,7 @@ def test_faiss_backend_recall_against_exact(tmp_path):
 
 @pytest.fixture
 def tiny_index(tiny):
-    from align_tf.evaluation.embedding import Embedder
+    from align_tf.applications.embedder import Embedder
 
     embedder = Embedder(tiny["model"], tiny["processor"], source=tiny["model_dir"])
     return dict(tiny, embedder=embedder)
@@ -248,7 +247,7 @@ def run_cli(capsys, *argv):
 
 def test_index_build_resumes_and_search_cli_matches_embeddings(tiny_index, capsys, monkeypatch,
                                                                tmp_path):
-    from align_tf.evaluation import embedding
+    from align_tf.applications import embedder as embedding
 
     folder = tmp_path / "idx"
     data = tiny_index["data"]
@@ -332,7 +331,7 @@ def test_index_build_resumes_and_search_cli_matches_embeddings(tiny_index, capsy
 # -- with the bundled demo model (needs meaning) -----------------------------------------
 
 def demo_embedder():
-    from align_tf.evaluation.embedding import load_embedder
+    from align_tf.applications.embedder import load_embedder
 
     try:
         return load_embedder(None)

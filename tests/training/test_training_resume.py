@@ -12,7 +12,9 @@ import sys
 import numpy as np
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from support import REPO_ROOT, child_pythonpath
+
+REPO = REPO_ROOT
 CRASH_EXIT_CODE = 17
 CRASH_AT_STEP = 3  # mid-way through the second checkpoint interval
 
@@ -37,7 +39,7 @@ def train_args(config_path: str, output: str) -> list[str]:
 
 
 def _env():
-    return dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(__file__), REPO]),
+    return dict(os.environ, PYTHONPATH=child_pythonpath(__file__),
                 CUDA_VISIBLE_DEVICES="")
 
 
@@ -47,7 +49,7 @@ def crash_main(step: int, argv: list[str]) -> None:
     import keras
 
     from align_tf.cli import build_parser
-    from align_tf.training.commands import run_train
+    from align_tf.cli.train import run_train
 
     class Preempt(keras.callbacks.Callback):
         seen = 0

@@ -19,16 +19,14 @@ import os
 
 import numpy as np
 
+from align_tf.errors import IndexFormatError  # noqa: F401  (public here too)
+
 INDEX_FORMAT = "align-tf-embedding-index"
 INDEX_VERSION = 1
 MANIFEST = "index.json"
 METADATA = "metadata.jsonl"
 FAISS_FILE = "faiss-hnsw.index"
 DTYPES = ("float32", "float16")
-
-
-class IndexFormatError(ValueError):
-    """A folder is not a readable align-tf embedding index."""
 
 
 def l2_normalize(x, axis=-1):
@@ -384,8 +382,8 @@ def embed_texts_in_templates(embedder, texts, templates=None) -> np.ndarray:
     embeddings in every template (the zero-shot classifier's prompt ensembling)."""
     if not templates:
         return embedder.embed_texts(texts)
-    from align_tf.evaluation.templates import resolve_templates
-    from align_tf.evaluation.zero_shot import class_prompts, ensemble_class_embeddings
+    from align_tf.applications.templates import resolve_templates
+    from align_tf.applications.zero_shot import class_prompts, ensemble_class_embeddings
 
     templates = resolve_templates(templates)
     return ensemble_class_embeddings(embedder.embed_texts(class_prompts(texts, templates)),

@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("jax")
 
 from align_tf.models.align import AlignModel  # noqa: E402
-from support import pixel_batch, text_batch, tiny_align_config  # noqa: E402
+from support import REPO_ROOT, pixel_batch, text_batch, tiny_align_config  # noqa: E402
 
 JAX_SCRIPT = textwrap.dedent("""
     import sys
@@ -46,7 +46,7 @@ def test_jax_backend_matches_tensorflow(tmp_path):
     script = tmp_path / "run_jax.py"
     script.write_text(JAX_SCRIPT)
     env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = REPO_ROOT
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
     subprocess.run([sys.executable, str(script), str(tmp_path / "model"), str(tmp_path / "inputs.npz"),
                     str(tmp_path / "jax.npz")], check=True, env=env, timeout=300)

@@ -42,7 +42,7 @@ def test_demo_model_was_made_by_the_documented_command():
     from dataclasses import asdict
 
     from align_tf.cli import build_parser
-    from align_tf.training.commands import config_from_args
+    from align_tf.cli.train import config_from_args
 
     argv = shlex.split(DEMO_TRAIN_COMMAND)
     assert argv[:2] == ["align-tf", "train"]
@@ -67,7 +67,7 @@ def test_demo_model_classifies_fresh_shapes(demo):
 
 def test_bundled_examples_get_the_right_labels():
     """The README's first command: `align-tf classify align_tf/assets/examples --labels ...`."""
-    from align_tf.evaluation.zero_shot import zero_shot_classify
+    from align_tf.applications.zero_shot import zero_shot_classify
 
     folder = example_images_path()
     files = sorted(f for f in os.listdir(folder) if f.endswith((".png", ".jpg")))

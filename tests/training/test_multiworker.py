@@ -3,7 +3,7 @@
 Both workers must end with the same weights, equal to the single-process step computed by hand
 on the global batch. The same workers also record what Keras itself does with scalar logs from a
 custom `train_step` under multi-worker (it fails in its own log reduction, keras <= 3.15.1), so we
-see when that changes and the shape-[1] workaround in `align_tf.training.distributed` can go.
+see when that changes and the shape-[1] workaround in `align_tf.models.distributed` can go.
 """
 
 from __future__ import annotations
@@ -18,11 +18,13 @@ import time
 import numpy as np
 import pytest
 
-from test_training_distributed import LEARNING_RATE, global_batch, reference_step, step_config
+from support import REPO_ROOT, child_pythonpath
+
+from distributed_steps import LEARNING_RATE, global_batch, reference_step, step_config
 
 NUM_WORKERS = 2
 STEPS = 2
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = REPO_ROOT
 
 
 def keras_behaviour(strategy) -> dict:
@@ -131,7 +133,7 @@ def run_workers(tmp_path, timeout: float = 420.0) -> list[str]:
             out = str(tmp_path / f"worker{index}")
             env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster,
                                                          "task": {"type": "worker", "index": index}}),
-                       PYTHONPATH=os.pathsep.join([os.path.dirname(__file__), REPO]),
+                       PYTHONPATH=child_pythonpath(__file__),
                        CUDA_VISIBLE_DEVICES="")
             log = open(out + ".log", "w")
             procs.append(subprocess.Popen([sys.executable, __file__, out], env=env, stdout=log,
@@ -171,7 +173,7 @@ def test_fit_under_multi_worker_mirrored_strategy(tmp_path):
     # Keras's own behaviour (keras 3.15.1): `fit` of a compiled Sequential fails reducing its
     # sample batch, and scalar logs from a custom train_step break the log reduction, while
     # shape-[1] logs train. When these assertions fail Keras has changed: the workarounds in
-    # align_tf.training.distributed (build_for_fit, logs_for_keras) may be dropped.
+    # align_tf.models.distributed (build_for_fit, logs_for_keras) may be dropped.
     keras_outcome = results[0]["keras"]
     print(json.dumps(keras_outcome, indent=1))
     assert not keras_outcome["sequential_mse"]["ok"], keras_outcome

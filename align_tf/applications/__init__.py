@@ -1,0 +1,30 @@
+"""The library's applications, built on the model and the preprocessing: embedding images and
+texts in batches, zero-shot classification with prompt ensembles, and the embedding index."""
+
+import importlib
+
+_EXPORTS = {
+    "Embedder": "align_tf.applications.embedder",
+    "load_embedder": "align_tf.applications.embedder",
+    "l2_normalize": "align_tf.applications.embedder",
+    "ZeroShotClassifier": "align_tf.applications.zero_shot",
+    "zero_shot_classify": "align_tf.applications.zero_shot",
+    "ensemble_class_embeddings": "align_tf.applications.zero_shot",
+    "EmbeddingIndex": "align_tf.applications.search",
+    "find_images": "align_tf.applications.image_files",
+    "read_class_folders": "align_tf.applications.image_files",
+    "SINGLE_TEMPLATE": "align_tf.applications.templates",
+    "IMAGENET_TEMPLATES": "align_tf.applications.templates",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'align_tf.applications' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

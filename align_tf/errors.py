@@ -1,0 +1,120 @@
+"""Every error align-tf raises on purpose: one family under `AlignTFError`.
+
+Each class also keeps the builtin base it always had (`ValueError`, `TypeError`, `OSError`, ...),
+so `except ValueError:` written against earlier versions still catches it. The `align-tf` command
+turns any of them into one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import pickle
+
+
+class AlignTFError(Exception):
+    """Base class of every error align-tf raises on purpose."""
+
+
+# -- configuration and checkpoints -------------------------------------------------------------
+class ConfigError(AlignTFError, ValueError):
+    """A configuration field (or config.json) that is missing, of the wrong type or out of range."""
+
+
+class PretrainedNotFoundError(AlignTFError, OSError):
+    """A name is neither a local folder nor a hub id that can be resolved."""
+
+
+class CheckpointMismatchError(AlignTFError, ValueError):
+    """A checkpoint's keys or shapes do not match the model; nothing was loaded."""
+
+    def __init__(self, message, missing=(), unexpected=(), mismatched=()):
+        super().__init__(message)
+        self.missing, self.unexpected, self.mismatched = list(missing), list(unexpected), list(mismatched)
+
+    @classmethod
+    def from_keys(cls, missing, unexpected, mismatched, source=""):
+        def listing(rows, fmt):
+            shown = ", ".join(fmt(r) for r in rows[:20])
+            return shown + (f" ... ({len(rows) - 20} more)" if len(rows) > 20 else "")
+
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing key(s): "
+                         + listing(missing, lambda r: f"{r[0]} {tuple(r[1])}"))
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected key(s): "
+                         + listing(unexpected, lambda r: f"{r[0]} {tuple(r[1])}"))
+        if mismatched:
+            parts.append(f"{len(mismatched)} shape mismatch(es): " + listing(
+                mismatched, lambda r: f"{r[0]} checkpoint {tuple(r[1])} vs model {tuple(r[2])}"))
+        where = f" {source}" if source else ""
+        return cls(f"checkpoint{where} does not match the model; nothing was loaded. "
+                   + "; ".join(parts), missing, unexpected, mismatched)
+
+
+class CheckpointSecurityError(AlignTFError, pickle.UnpicklingError):
+    """The pickle asks for a Python object outside the allow-list of a plain state dict."""
+
+
+# -- preprocessing and data --------------------------------------------------------------------
+class ImageDecodeError(AlignTFError, ValueError):
+    """Image bytes that are not a supported, sane image (message names the input)."""
+
+
+class ImageSizeError(ImageDecodeError):
+    """An image whose header declares more pixels than `max_pixels` (refused before decoding)."""
+
+
+class TextInputError(AlignTFError, TypeError):
+    """A text given to the tokenizer is not a string."""
+
+
+class DataSpecError(AlignTFError, ValueError):
+    """A data path / spec that names nothing readable, or a file in an unexpected layout."""
+
+
+# -- applications ------------------------------------------------------------------------------
+class NoImagesError(AlignTFError, FileNotFoundError):
+    """A path, folder or pattern that was given matched no image file."""
+
+
+class EmbeddingInputError(AlignTFError, ValueError):
+    """An input in a batch could not be embedded; the message names it (a path when it is one)."""
+
+
+class IndexFormatError(AlignTFError, ValueError):
+    """A folder is not a readable align-tf embedding index."""
+
+
+# -- export and serving ------------------------------------------------------------------------
+class ExportError(AlignTFError, RuntimeError):
+    """The model cannot be exported as asked."""
+
+
+class UnsupportedOpError(ExportError):
+    """The graph uses an op that stock TF Serving does not have."""
+
+    def __init__(self, op: str, functions, reason: str):
+        self.op = op
+        self.functions = sorted(functions)
+        self.reason = reason
+        where = ", ".join(self.functions[:3]) + (" ..." if len(self.functions) > 3 else "")
+        super().__init__(f"op {op!r} (in {where}) cannot be served by stock TF Serving: {reason}")
+
+
+class XlaFunctionError(ExportError):
+    """A function in the graph is marked for XLA compilation (TF Serving needs a flag for it)."""
+
+
+class InputError(AlignTFError, TypeError):
+    """An input given to the serving client is not something it can send."""
+
+
+class ServingError(AlignTFError):
+    """A request failed: `code` is a `grpc.StatusCode`, `message` the server's words,
+    `http_status` the REST status when the REST API answered."""
+
+    def __init__(self, code, message: str, http_status: int | None = None):
+        super().__init__(f"{code.name}: {message}")
+        self.code = code
+        self.message = message
+        self.http_status = http_status
