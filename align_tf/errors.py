@@ -85,6 +85,11 @@ class IndexFormatError(AlignTFError, ValueError):
     """A folder is not a readable align-tf embedding index."""
 
 
+class CorpusOutputError(AlignTFError, ValueError):
+    """An `align-tf embed` output folder holds other embeddings (another model, other inputs, an
+    unfinished run) than the ones asked for; nothing there was changed."""
+
+
 # -- export and serving ------------------------------------------------------------------------
 class ExportError(AlignTFError, RuntimeError):
     """The model cannot be exported as asked."""
@@ -107,6 +112,10 @@ class XlaFunctionError(ExportError):
 
 class InputError(AlignTFError, TypeError):
     """An input given to the serving client is not something it can send."""
+
+
+class ServerConfigError(AlignTFError, ValueError):
+    """A local-server setting (a flag, a model config file) that cannot be served as given."""
 
 
 class ServingError(AlignTFError):

@@ -117,6 +117,8 @@ def run_export(args) -> int:
 
 
 def run_serve(args) -> int:
-    from align_tf.serving.server import serve
+    from dataclasses import fields
 
-    return serve(args)
+    from align_tf.serving.server import ServerOptions, serve
+
+    return serve(ServerOptions(**{f.name: getattr(args, f.name) for f in fields(ServerOptions)}))

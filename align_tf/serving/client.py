@@ -7,10 +7,7 @@ with the server's status code and message.
 
 from __future__ import annotations
 
-import base64
-import io
 import json
-import os
 import time
 import urllib.error
 import urllib.request
@@ -20,21 +17,10 @@ import numpy as np
 
 from align_tf.errors import InputError, ServingError  # noqa: F401  (public here too)
 from align_tf.protocol import encode_images  # noqa: F401  (public here too)
+from align_tf.serving.json_tensor import array_to_json, reply_to_arrays
+from align_tf.serving.status_codes import CODE_BY_HTTP
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-
-# HTTP status -> the gRPC code TF Serving most likely meant (FAILED_PRECONDITION and
-# OUT_OF_RANGE also arrive as 400: REST cannot tell them from INVALID_ARGUMENT).
-_CODE_BY_HTTP = {
-    400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTICATED,
-    403: grpc.StatusCode.PERMISSION_DENIED, 404: grpc.StatusCode.NOT_FOUND,
-    409: grpc.StatusCode.ABORTED, 413: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    429: grpc.StatusCode.RESOURCE_EXHAUSTED, 499: grpc.StatusCode.CANCELLED,
-    500: grpc.StatusCode.INTERNAL, 501: grpc.StatusCode.UNIMPLEMENTED,
-    502: grpc.StatusCode.UNAVAILABLE, 503: grpc.StatusCode.UNAVAILABLE,
-    504: grpc.StatusCode.DEADLINE_EXCEEDED,
-}
-
 
 def _string_array(texts) -> np.ndarray:
     if isinstance(texts, (str, bytes)):
@@ -271,7 +257,7 @@ class AlignServingClient:
                 message = json.loads(text).get("error", text)
             except (ValueError, AttributeError):
                 message = text
-            raise ServingError(_CODE_BY_HTTP.get(e.code, grpc.StatusCode.UNKNOWN), message, e.code) from None
+            raise ServingError(CODE_BY_HTTP.get(e.code, grpc.StatusCode.UNKNOWN), message, e.code) from None
         except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
             reason = getattr(e, "reason", e)
             code = grpc.StatusCode.DEADLINE_EXCEEDED if "timed out" in str(reason) \
@@ -280,7 +266,7 @@ class AlignServingClient:
 
     def _rest_predict(self, signature_name, inputs, output_names):
         body = {"signature_name": signature_name,
-                "inputs": {name: _array_to_json(array, name) for name, array in inputs.items()}}
+                "inputs": {name: array_to_json(array, name) for name, array in inputs.items()}}
         answer = self._http(f"{self._model_url()}:predict", body)
         outputs = answer["outputs"]
         if not isinstance(outputs, dict):  # a single output comes without its name
@@ -288,7 +274,7 @@ class AlignServingClient:
                 signature = (self._signatures or self.metadata())[signature_name]
                 output_names = list(signature["outputs"])
             outputs = {output_names[0]: outputs}
-        return {name: _json_to_array(value, name) for name, value in outputs.items()}
+        return {name: reply_to_arrays(value, name) for name, value in outputs.items()}
 
     def _rest_metadata(self):
         from google.protobuf import json_format
@@ -307,31 +293,3 @@ class AlignServingClient:
                  "error_message": s.get("status", {}).get("error_message", "")}
                 for s in answer.get("model_version_status", [])]
 
-
-def _array_to_json(array: np.ndarray, name: str):
-    if array.dtype != object and array.dtype.kind != "S":
-        return array.tolist()
-
-    def encode(value):
-        value = value if isinstance(value, bytes) else str(value).encode("utf-8")
-        if not name.endswith("_bytes"):  # TF Serving takes text as JSON strings, bytes as b64
-            try:
-                return value.decode("utf-8")
-            except UnicodeDecodeError:
-                pass
-        return {"b64": base64.b64encode(value).decode("ascii")}
-
-    def nested(value):
-        return [nested(v) for v in value] if isinstance(value, list) else encode(value)
-
-    return nested(array.tolist())
-
-
-def _json_to_array(value, name: str) -> np.ndarray:
-    if name.endswith("_bytes"):
-        def decode(v):
-            return [decode(x) for x in v] if isinstance(v, list) else base64.b64decode(v["b64"])
-
-        return np.array(decode(value), dtype=object)
-    array = np.asarray(value)
-    return array.astype(np.float32) if array.dtype.kind == "f" else array

@@ -1,0 +1,119 @@
+"""All served models: the model list (and its reloads), the polling threads, and one entry point
+per request kind that both protocols call, so gRPC and REST check, count and answer alike."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import grpc
+
+from align_tf.errors import ServingError
+from align_tf.serving.server.model_config import ModelConfig, read_model_config_file
+from align_tf.serving.server.versions import ServedModel
+
+log = logging.getLogger("align_tf.serving")
+
+DEFAULT_MAX_BATCH_SIZE = 256
+
+
+class ModelManager:
+    """All served models, a polling thread, and the request-level checks."""
+
+    def __init__(self, configs: list[ModelConfig], poll_seconds: float = 1.0,
+                 max_batch_size: int | None = DEFAULT_MAX_BATCH_SIZE, tags=("serve",),
+                 config_file: str | None = None, config_file_poll_seconds: float = 0,
+                 warmup: bool = True):
+        self.warmup = warmup
+        self.models = {c.name: ServedModel(c, tuple(tags), warmup) for c in configs}
+        self.poll_seconds = poll_seconds
+        self.max_batch_size = max_batch_size
+        self.tags = tuple(tags)
+        self.config_file = config_file
+        self.config_file_poll_seconds = config_file_poll_seconds
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._models_lock = threading.Lock()
+        self.counters: dict[tuple[str, str, str], int] = {}
+        self._counter_lock = threading.Lock()
+
+    def poll(self) -> None:
+        with self._models_lock:
+            models = list(self.models.values())
+        for model in models:
+            model.poll()
+
+    def start_polling(self) -> None:
+        def loop(interval, action):
+            while not self._stop.wait(interval):
+                try:
+                    action()
+                except Exception:  # keep polling after a bad moment on disk
+                    log.exception("polling failed")
+
+        if self.poll_seconds > 0:
+            self._threads.append(threading.Thread(target=loop, args=(self.poll_seconds, self.poll),
+                                                  name="file-system-poll", daemon=True))
+        if self.config_file and self.config_file_poll_seconds > 0:
+            self._threads.append(threading.Thread(
+                target=loop, args=(self.config_file_poll_seconds, self.reload_config_file),
+                name="config-file-poll", daemon=True))
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=10)
+
+    def reload_config_file(self) -> None:
+        self.reload(read_model_config_file(self.config_file))
+
+    def reload(self, configs: list[ModelConfig]) -> None:
+        """Replace the model list (HandleReloadConfigRequest); unchanged models keep their versions."""
+        with self._models_lock:
+            current = self.models
+            updated = {}
+            for c in configs:
+                keep = current.get(c.name)
+                updated[c.name] = keep if keep is not None and keep.config == c \
+                    else ServedModel(c, self.tags, self.warmup)
+            self.models = updated
+        self.poll()
+
+    def model(self, name: str) -> ServedModel:
+        with self._models_lock:
+            model = self.models.get(name)
+        if model is None:
+            raise ServingError(grpc.StatusCode.NOT_FOUND,
+                               f"Servable not found for request: Latest({name})")
+        return model
+
+    def any_available(self) -> bool:
+        with self._models_lock:
+            models = list(self.models.values())
+        return any(m.versions for m in models)
+
+    def predict(self, name: str, version: int | None, label: str | None, signature_name: str,
+                inputs: dict, output_filter=()) -> tuple[int, str, dict]:
+        signature_name = signature_name or "serving_default"
+        status = "OK"
+        try:
+            served = self.model(name).get(version, label)
+            return served.version, signature_name, served.run(
+                signature_name, inputs, output_filter, self.max_batch_size)
+        except ServingError as e:
+            status = e.code.name
+            raise
+        finally:
+            with self._counter_lock:
+                key = (name, signature_name, status)
+                self.counters[key] = self.counters.get(key, 0) + 1
+
+    def prometheus_text(self) -> str:
+        lines = ["# TYPE :tensorflow:serving:request_count counter"]
+        with self._counter_lock:
+            for (name, signature, status), count in sorted(self.counters.items()):
+                lines.append(f':tensorflow:serving:request_count{{model_name="{name}",'
+                             f'signature_name="{signature}",status="{status}"}} {count}')
+        return "\n".join(lines) + "\n"
