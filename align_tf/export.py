@@ -10,6 +10,7 @@ from typing import Callable, Iterable
 import numpy as np
 import tensorflow as tf
 
+from align_tf.models.align import l2_normalize
 from align_tf.models.compiled import trim_padding
 from align_tf.protocol import WARMUP_FILE, encode_images, read_saved_model_proto
 from align_tf.errors import ExportError, UnsupportedOpError, XlaFunctionError  # noqa: F401  (public here too)
@@ -48,11 +49,6 @@ _XLA_ATTRS = ("_XlaMustCompile", "_XlaCompile", "_noinline_xla")
 
 
 # -- the signatures ---------------------------------------------------------------------------
-def _l2_normalize(x):
-    x = tf.cast(x, tf.float32)
-    return x / tf.sqrt(tf.reduce_sum(tf.square(x), axis=-1, keepdims=True))
-
-
 def _assert_not_empty(tensor, name: str, what: str):
     # An Assert op, so real TF Serving answers INVALID_ARGUMENT as the local server does.
     return tf.debugging.assert_positive(
@@ -90,10 +86,10 @@ def serving_functions(model, processor) -> dict[str, tf.types.experimental.Gener
         # in-process inference path does (align_tf.models.compiled).
         input_ids, attention_mask, token_type_ids = trim_padding(input_ids, attention_mask, token_type_ids)
         features = model.get_text_features(input_ids, attention_mask, token_type_ids, training=False)
-        return _l2_normalize(features)
+        return l2_normalize(features)
 
     def image_features(pixel_values):
-        return _l2_normalize(model.get_image_features(pixel_values, training=False))
+        return l2_normalize(model.get_image_features(pixel_values, training=False))
 
     def logits(image_embeds, text_embeds):
         temperature = tf.cast(model.effective_temperature(), tf.float32)
@@ -150,7 +146,7 @@ def serving_functions(model, processor) -> dict[str, tf.types.experimental.Gener
 
     def similarity(image_embeds, text_embeds):
         # Normalising again keeps the logits right for unnormalised features too.
-        return {"logits_per_image": logits(_l2_normalize(image_embeds), _l2_normalize(text_embeds))}
+        return {"logits_per_image": logits(l2_normalize(image_embeds), l2_normalize(text_embeds))}
 
     specs = {
         "classify": (classify, [tf.TensorSpec(name="image_bytes", **string_vector),

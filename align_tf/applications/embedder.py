@@ -11,27 +11,16 @@ import re
 
 import numpy as np
 
+from align_tf.assets import DEMO_MODEL, resolve_model
 from align_tf.errors import EmbeddingInputError  # noqa: F401  (public here too)
-
-# "A progress bar past a few dozen items": below this, bars are noise.
-PROGRESS_MIN_ITEMS = 48
-DEMO_MODEL = "demo"
+from align_tf.progress import progress_bar
 
 
 def l2_normalize(x) -> np.ndarray:
-    x = np.asarray(x, np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+    """Rows divided by their L2 norm, as numpy: the model's own normalisation."""
+    from align_tf.models.align import l2_normalize as normalize  # Keras loads on first use only
 
-
-def progress_bar(total: int, desc: str, progress):
-    """A tqdm bar when `progress` is True, or "auto" and `total` is past a few dozen."""
-    if progress == "auto":
-        progress = total > PROGRESS_MIN_ITEMS
-    if not progress:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="item", leave=False)
+    return np.asarray(normalize(np.asarray(x, np.float32)))
 
 
 class Embedder:
@@ -97,7 +86,7 @@ class Embedder:
 
     def _embed(self, items, embed_batch, batch_size, progress, desc, on_batch):
         size = int(batch_size or self.batch_size)
-        bar = progress_bar(len(items), desc, progress)
+        bar = progress_bar(len(items), desc, progress, leave=False)
         parts = []
         try:
             for start in range(0, len(items), size):
@@ -108,13 +97,11 @@ class Embedder:
                     where = _which(batch, start, len(items), desc, e)
                     message = str(e) if where in str(e) else f"{where}: {e}"
                     raise EmbeddingInputError(message) from e
-                if bar is not None:
-                    bar.update(len(batch))
+                bar.update(len(batch))
                 if on_batch is not None:
                     on_batch(len(batch))
         finally:
-            if bar is not None:
-                bar.close()
+            bar.close()
         if not parts:
             return np.zeros((0, self.dim or 0), np.float32)
         return np.concatenate(parts)
@@ -128,21 +115,14 @@ def _which(batch, start, total, desc, error) -> str:
     return f"{desc} {start + 1}-{start + len(batch)} of {total}"
 
 
-def demo_model_folder() -> str:
-    from align_tf.assets import demo_model_path
-
-    return demo_model_path()
-
-
 def load_embedder(model: str | None = None, batch_size: int = 32) -> Embedder:
     """An Embedder for a checkpoint folder or hub id, or the bundled demo model when None."""
     from align_tf.models.align import AlignModel
     from align_tf.preprocessing.processor import AlignProcessor
 
-    folder = demo_model_folder() if model in (None, DEMO_MODEL) else model
+    folder, is_demo = resolve_model(model)
     return Embedder(AlignModel.from_pretrained(folder), AlignProcessor.from_pretrained(folder),
-                    batch_size=batch_size,
-                    source=DEMO_MODEL if model in (None, DEMO_MODEL) else model)
+                    batch_size=batch_size, source=DEMO_MODEL if is_demo else model)
 
 
 DEMO_MODEL_NOTE = ("Using the small demo model bundled with align-tf (shapes and colours only). "

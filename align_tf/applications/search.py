@@ -19,7 +19,9 @@ import os
 
 import numpy as np
 
+from align_tf.applications.embedder import l2_normalize
 from align_tf.errors import IndexFormatError  # noqa: F401  (public here too)
+from align_tf.progress import progress_bar
 
 INDEX_FORMAT = "align-tf-embedding-index"
 INDEX_VERSION = 1
@@ -27,12 +29,6 @@ MANIFEST = "index.json"
 METADATA = "metadata.jsonl"
 FAISS_FILE = "faiss-hnsw.index"
 DTYPES = ("float32", "float16")
-
-
-def l2_normalize(x, axis=-1):
-    x = np.asarray(x, np.float32)
-    norm = np.linalg.norm(x, axis=axis, keepdims=True)
-    return x / np.maximum(norm, 1e-12)
 
 
 def compose_query(image_embed, plus=(), minus=(), weight: float = 1.0):
@@ -160,18 +156,17 @@ class EmbeddingIndex:
             done = 0
         if model is not None:
             index.model = model
-        bar = _progress_bar(len(images), "indexing images", progress, initial=done)
+        bar = progress_bar(len(images), "indexing images", progress, unit="img", initial=done)
         try:
             for start in range(done, len(images), shard_size):
                 stop = min(start + shard_size, len(images))
                 embeds = embedder.embed_images(images[start:stop], batch_size=batch_size,
-                                               on_batch=bar.update if bar else None)
+                                               on_batch=bar.update)
                 if not index.dim:
                     index.dim = int(embeds.shape[1])
                 index._append_shard(embeds, metadata[start:stop])
         finally:
-            if bar:
-                bar.close()
+            bar.close()
         return index
 
     def _append_shard(self, embeddings, metadata):
@@ -407,10 +402,3 @@ def _split(items, sizes):
 def _as_list(texts):
     return [texts] if isinstance(texts, str) else list(texts or ())
 
-
-def _progress_bar(total, desc, enabled, initial=0):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, desc=desc, unit="img")

@@ -25,6 +25,17 @@ def demo_model_path() -> str:
     return DEMO_MODEL_DIR
 
 
+DEMO_MODEL = "demo"
+
+
+def resolve_model(name: str | None) -> tuple[str, bool]:
+    """`--model` as every command reads it: (folder or hub id, whether it is the demo model).
+    None, "" or "demo" mean the bundled demo model."""
+    if name in (None, "", DEMO_MODEL):
+        return demo_model_path(), True
+    return str(name), False
+
+
 def example_images_path() -> str:
     """Folder of a few bundled example images (coloured shapes) for a first `align-tf classify`."""
     return EXAMPLES_DIR

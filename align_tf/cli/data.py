@@ -43,16 +43,10 @@ def run_write_tfrecords(args) -> int:
     from align_tf.data.tfrecord import write_tfrecords
     from align_tf.preprocessing.image import AlignImageProcessor
 
-    try:
-        pairs = read_caption_table(
-            args.table, args.image_root, image_column=_column(args.image_column), caption_column=_column(args.caption_column)
-        )
-    except DataSpecError as e:
-        print(f"error: {e}")
-        return 2
+    pairs = read_caption_table(args.table, args.image_root, image_column=_column(args.image_column),
+                               caption_column=_column(args.caption_column))
     if not pairs:
-        print(f"error: {args.table} has no rows")
-        return 2
+        raise DataSpecError(f"{args.table} has no rows; expected image<TAB>caption lines")
     checker = AlignImageProcessor(max_pixels=args.max_pixels)
     summary = write_tfrecords(
         pairs,

@@ -101,25 +101,16 @@ def parse_labels(values) -> list[str]:
 
 
 def run_classify(args) -> int:
-    from align_tf.applications.embedder import EmbeddingInputError
     from align_tf.applications.image_files import find_images
     from align_tf.applications.zero_shot import ZeroShotClassifier
 
-    try:
-        paths = find_images(args.images)
-    except FileNotFoundError as e:
-        print(f"align-tf classify: {e}", file=sys.stderr)
-        return 2
+    paths = find_images(args.images)
     labels = parse_labels(args.labels)
     top_k = args.top_k or min(3, len(labels))
     classifier = ZeroShotClassifier(embedder_for(args), class_names=labels,
                                     templates=args.template or "single",
                                     batch_size=args.batch_size, progress="auto")
-    try:
-        results = classifier(paths, top_k=top_k)
-    except EmbeddingInputError as e:
-        print(f"align-tf classify: {e}", file=sys.stderr)
-        return 2
+    results = classifier(paths, top_k=top_k)
     if args.json:
         print(json.dumps([{"image": p, "labels": r} for p, r in zip(paths, results)], indent=2))
         return 0
@@ -141,7 +132,6 @@ def format_table(header, rows) -> str:
 def run_evaluate_zero_shot(args) -> int:
     from align_tf.evaluation.classification_metrics import (classification_metrics,
                                                             save_confusion_matrix_png)
-    from align_tf.applications.embedder import EmbeddingInputError
     from align_tf.applications.image_files import read_class_folders
     from align_tf.applications.zero_shot import ZeroShotClassifier
 
@@ -150,11 +140,7 @@ def run_evaluate_zero_shot(args) -> int:
     classifier = ZeroShotClassifier(embedder, class_names=class_names,
                                     templates=args.template or "single",
                                     batch_size=args.batch_size, progress="auto")
-    try:
-        logits = classifier.logits(paths)
-    except EmbeddingInputError as e:
-        print(f"align-tf evaluate zero-shot: {e}", file=sys.stderr)
-        return 2
+    logits = classifier.logits(paths)
     metrics = classification_metrics(logits, labels, class_names)
     metrics.update(data=os.path.abspath(args.data), model=embedder.source,
                    templates=list(classifier.templates), class_names=class_names)
@@ -177,7 +163,6 @@ def run_evaluate_zero_shot(args) -> int:
 
 
 def run_evaluate_retrieval(args) -> int:
-    from align_tf.applications.embedder import EmbeddingInputError
     from align_tf.evaluation.retrieval import evaluate_retrieval, read_retrieval_dataset
 
     dataset = read_retrieval_dataset(args.data, args.images, args.split)
@@ -187,12 +172,8 @@ def run_evaluate_retrieval(args) -> int:
               f"not found (first: {missing[0]})", file=sys.stderr)
         return 2
     embedder = embedder_for(args)
-    try:
-        metrics = evaluate_retrieval(embedder, dataset, None if args.no_cache else args.cache,
-                                     model_id=model_fingerprint(embedder), progress="auto")
-    except EmbeddingInputError as e:
-        print(f"align-tf evaluate retrieval: {e}", file=sys.stderr)
-        return 2
+    metrics = evaluate_retrieval(embedder, dataset, None if args.no_cache else args.cache,
+                                 model_id=model_fingerprint(embedder), progress="auto")
     metrics.update(data=os.path.abspath(args.data), split=args.split, model=embedder.source)
     if args.output:
         with open(args.output, "w", encoding="utf-8") as f:

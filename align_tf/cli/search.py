@@ -63,28 +63,18 @@ def register(subparsers) -> None:
 
 def run_index_build(args) -> int:
     from align_tf.cli.evaluate import embedder_for
-    from align_tf.applications.embedder import EmbeddingInputError
     from align_tf.applications.image_files import find_images
-    from align_tf.applications.search import EmbeddingIndex, IndexFormatError
+    from align_tf.applications.search import EmbeddingIndex
 
-    try:
-        paths = [os.path.abspath(p) for p in find_images(args.images)]
-    except FileNotFoundError as e:
-        print(f"align-tf index build: {e}", file=sys.stderr)
-        return 2
+    paths = [os.path.abspath(p) for p in find_images(args.images)]
     embedder = embedder_for(args)
     model = embedder.source
     if model and os.path.isdir(model):
         model = os.path.abspath(model)
-    try:
-        index = EmbeddingIndex.build(paths, embedder, args.output,
-                                     dtype="float16" if args.float16 else "float32",
-                                     batch_size=args.batch_size, shard_size=args.shard_size,
-                                     progress=len(paths) > 48, model=model,
-                                     resume=not args.restart)
-    except (IndexFormatError, EmbeddingInputError) as e:
-        print(f"align-tf index build: {e}", file=sys.stderr)
-        return 2
+    index = EmbeddingIndex.build(paths, embedder, args.output,
+                                 dtype="float16" if args.float16 else "float32",
+                                 batch_size=args.batch_size, shard_size=args.shard_size,
+                                 progress=len(paths) > 48, model=model, resume=not args.restart)
     print(f"index {args.output}: {len(index)} images, {index.dim}-d {index.dtype}, "
           f"{len(index.shards)} shard(s)")
     if args.faiss:

@@ -90,20 +90,13 @@ def _flag_bool(text: str) -> bool:
     raise ValueError(f"not a boolean: {text!r}")
 
 
-def resolve_model_argument(name: str) -> str:
-    if name == "demo":
-        from align_tf.assets import demo_model_path
-
-        return demo_model_path()
-    return name
-
-
 def run_export(args) -> int:
+    from align_tf.assets import resolve_model
     from align_tf.export import export_saved_model, non_core_ops
     from align_tf.models.align import AlignModel
     from align_tf.preprocessing.processor import AlignProcessor
 
-    source = resolve_model_argument(args.model)
+    source, _ = resolve_model(args.model)
     model = AlignModel.from_pretrained(source)
     processor = AlignProcessor.from_pretrained(source)
     target = export_saved_model(model, processor, args.output, args.version,

@@ -10,6 +10,8 @@ from typing import Callable, Iterable, Sequence
 
 import tensorflow as tf
 
+from align_tf.progress import progress_bar
+
 # One tf.train.Example per pair.
 IMAGE_KEY = "image/encoded"  # the file's bytes, as they were (JPEG / PNG / GIF / BMP)
 CAPTION_KEY = "caption"  # UTF-8
@@ -94,7 +96,7 @@ def write_tfrecords(
     summary = WriteSummary(shards=shard_paths(output_prefix, num_shards, compression))
     per_shard = math.ceil(len(pairs) / num_shards) if pairs else 0
     options = tf.io.TFRecordOptions(compression_type=compression or "")
-    bar = _progress(len(pairs), progress)
+    bar = progress_bar(len(pairs), "writing TFRecords", bool(progress), unit="image")
     writers = [tf.io.TFRecordWriter(path, options) for path in summary.shards]
     try:
         for i, (path, caption) in enumerate(pairs):
@@ -117,23 +119,6 @@ def write_tfrecords(
         bar.close()
     return summary
 
-
-def _progress(total: int, enabled: bool):
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover - tqdm is a dependency
-        enabled = False
-    if not enabled:
-
-        class _Silent:
-            def update(self, n):
-                pass
-
-            def close(self):
-                pass
-
-        return _Silent()
-    return tqdm(total=total, unit="image", desc="writing TFRecords")
 
 
 def iterate_records(paths: Iterable[str], compression: str | None = None):

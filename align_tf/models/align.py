@@ -8,7 +8,9 @@ from keras import layers, ops
 from align_tf.models import losses
 from align_tf.configuration import AlignConfig
 from align_tf.models.bert import AlignTextModel
-from align_tf.models.efficientnet import AlignVisionModel
+from align_tf.models.efficientnet import AlignVisionModel, channels_last
+from align_tf.models.inputs import ALIGN_INPUTS, finish, gather_inputs, wants_tower_outputs
+from align_tf.models.outputs import AlignOutput
 from align_tf.models.pretrained import PretrainedMixin
 
 
@@ -21,9 +23,16 @@ def _eager_tensorflow() -> bool:
     return tf.executing_eagerly()
 
 
+# What get_text_features takes: the text inputs (no pixel_values).
+TEXT_FEATURE_INPUTS = tuple(k for k in ALIGN_INPUTS if k != "pixel_values")
+
+
 def l2_normalize(x):
+    """Rows divided by their L2 norm, in float32: the reference's `x / x.norm(dim=-1)`. The one
+    normalisation of align-tf (the model, the exported signatures and the applications use it);
+    the 1e-12 floor only changes all-zero rows (NaN in the reference)."""
     x = ops.cast(x, "float32")
-    return x / ops.sqrt(ops.sum(ops.square(x), axis=-1, keepdims=True))
+    return x / ops.maximum(ops.sqrt(ops.sum(ops.square(x), axis=-1, keepdims=True)), 1e-12)
 
 
 @keras.saving.register_keras_serializable(package="align_tf")
@@ -71,29 +80,57 @@ class AlignModel(PretrainedMixin, keras.Model):
         self.built = True
 
     # -- features -------------------------------------------------------------------------
-    def get_image_features(self, pixel_values, training=False):
+    def get_image_features(self, pixel_values=None, training=False, *, output_hidden_states=None,
+                           return_dict=None, data_format=None):
         """Pooled trunk output [N, projection_dim], not normalised (HF `get_image_features`).
 
-        Called eagerly under TensorFlow for inference, it runs one compiled graph
-        (align_tf.models.compiled) instead of op-by-op."""
+        With `return_dict` or `output_hidden_states`, the vision tower's output instead (as
+        transformers 5 returns it: `.pooler_output` holds the features); `return_dict=False`
+        gives its tuple. Called eagerly under TensorFlow for inference without those, it runs
+        one compiled graph (align_tf.models.compiled) instead of op-by-op."""
+        inputs = gather_inputs("get_image_features", pixel_values, "pixel_values", ("pixel_values",), {})
+        if "pixel_values" not in inputs:
+            raise ValueError("get_image_features needs pixel_values")
+        vision = self.vision_model
+        pixel_values = channels_last(inputs["pixel_values"], data_format, vision.config.num_channels)
+        if wants_tower_outputs(return_dict, output_hidden_states, False):
+            return finish(vision.encode(pixel_values, training=training,
+                                        output_hidden_states=output_hidden_states), return_dict)
         if not training and _eager_tensorflow():
             from align_tf.models import compiled as inference
 
             return inference.run_image_features(self, pixel_values)
-        return self.vision_model(pixel_values, training=training)["pooler_output"]
+        return vision(pixel_values, training=training)["pooler_output"]
 
-    def get_text_features(self, input_ids, attention_mask=None, token_type_ids=None, training=False):
-        """Projected [CLS] state [M, projection_dim], not normalised (HF `get_text_features`)."""
-        if isinstance(input_ids, dict):
-            attention_mask = input_ids.get("attention_mask", attention_mask)
-            token_type_ids = input_ids.get("token_type_ids", token_type_ids)
-            input_ids = input_ids["input_ids"]
-        if not training and _eager_tensorflow():
+    def get_text_features(self, input_ids=None, attention_mask=None, token_type_ids=None,
+                          position_ids=None, inputs_embeds=None, training=False, *, head_mask=None,
+                          output_attentions=None, output_hidden_states=None, return_dict=None):
+        """Projected [CLS] state [M, projection_dim], not normalised (HF `get_text_features`).
+
+        Takes the reference's arguments (or one dict of them). With `return_dict`,
+        `output_hidden_states` or `output_attentions`, the text tower's output with
+        `.pooler_output` = the projected features (transformers 5's return value) instead."""
+        inputs = gather_inputs("get_text_features", input_ids, "input_ids", TEXT_FEATURE_INPUTS, dict(
+            attention_mask=attention_mask, token_type_ids=token_type_ids, position_ids=position_ids,
+            inputs_embeds=inputs_embeds, head_mask=head_mask))
+        return self._text_features(inputs, training, output_attentions, output_hidden_states,
+                                   return_dict)
+
+    def _text_features(self, inputs, training=False, output_attentions=None,
+                       output_hidden_states=None, return_dict=None):
+        plain = set(inputs) <= {"input_ids", "attention_mask", "token_type_ids"}
+        if wants_tower_outputs(return_dict, output_hidden_states, output_attentions):
+            text = self.text_model.encode(**inputs, training=training,
+                                          output_attentions=output_attentions,
+                                          output_hidden_states=output_hidden_states)
+            text["pooler_output"] = self.text_projection(text["last_hidden_state"][:, 0])
+            return finish(text, return_dict)
+        if plain and not training and _eager_tensorflow():
             from align_tf.models import compiled as inference
 
-            return inference.run_text_features(self, input_ids, attention_mask, token_type_ids)
-        text = self.text_model.call(input_ids, attention_mask=attention_mask,
-                                    token_type_ids=token_type_ids, training=training)
+            return inference.run_text_features(self, inputs["input_ids"], inputs.get("attention_mask"),
+                                               inputs.get("token_type_ids"))
+        text = self.text_model.encode(**inputs, training=training)
         return self.text_projection(text["last_hidden_state"][:, 0])
 
     def effective_temperature(self):
@@ -101,14 +138,53 @@ class AlignModel(PretrainedMixin, keras.Model):
             return self.temperature
         return ops.maximum(self.temperature, self.min_temperature)
 
-    def call(self, inputs, training=False):
-        outputs = {}
+    def call(self, input_ids=None, pixel_values=None, attention_mask=None, token_type_ids=None,
+             position_ids=None, inputs_embeds=None, return_loss=None, training=False, *,
+             head_mask=None, output_attentions=None, output_hidden_states=None, return_dict=None,
+             data_format=None):
+        """transformers' `AlignModel.forward`: the same arguments, positionally in the same order,
+        as keywords, or as one dict (what fit() and predict() pass). Returns an AlignOutput
+        (a dict with attribute access) of what the inputs allow: `image_embeds`, `text_embeds`
+        (L2-normalised) and, with both, `logits_per_text` [M, N] and `logits_per_image` [N, M];
+        `loss` with `return_loss=True`. The towers' outputs (`text_model_output`,
+        `vision_model_output`) are computed only when asked for: `return_dict=True`,
+        `output_hidden_states` or `output_attentions`. `return_dict=False` gives the
+        reference's tuple."""
+        inputs = gather_inputs(type(self).__name__, input_ids, "input_ids", ALIGN_INPUTS, dict(
+            pixel_values=pixel_values, attention_mask=attention_mask, token_type_ids=token_type_ids,
+            position_ids=position_ids, inputs_embeds=inputs_embeds, head_mask=head_mask))
+        return self.forward(inputs, return_loss=return_loss, training=training,
+                            output_attentions=output_attentions,
+                            output_hidden_states=output_hidden_states, return_dict=return_dict,
+                            data_format=data_format)
+
+    def forward(self, inputs: dict, return_loss=None, training=False, output_attentions=None,
+                output_hidden_states=None, return_dict=None, data_format=None) -> AlignOutput:
+        """`call` on gathered inputs ({name: value}, see align_tf.models.inputs)."""
+        towers = wants_tower_outputs(return_dict, output_hidden_states, output_attentions)
+        text_inputs = {k: v for k, v in inputs.items() if k != "pixel_values"}
+        has_text = "input_ids" in inputs or "inputs_embeds" in inputs
+        if text_inputs and not has_text:
+            raise ValueError(f"{', '.join(sorted(text_inputs))} given without input_ids or inputs_embeds")
+        outputs = AlignOutput()
         if "pixel_values" in inputs:
-            image = self.get_image_features(inputs["pixel_values"], training=training)
+            image = self.get_image_features(inputs["pixel_values"], training=training,
+                                            output_hidden_states=output_hidden_states,
+                                            return_dict=True if towers else None,
+                                            data_format=data_format)
+            if towers:
+                vision_output, image = image, image["pooler_output"]
             outputs["image_embeds"] = l2_normalize(image)
-        if "input_ids" in inputs:
-            text = self.get_text_features(inputs["input_ids"], inputs.get("attention_mask"),
-                                          inputs.get("token_type_ids"), training=training)
+        if has_text:
+            text = self._text_features(text_inputs, training, output_attentions,
+                                       output_hidden_states, True if towers else None)
+            if towers:
+                text_output, text = text, text.pop("pooler_output")
+                if self.text_model.pooler is not None:  # the tower's own (tanh) pooler, as HF returns
+                    text_output["pooler_output"] = ops.tanh(self.text_model.pooler(
+                        text_output["last_hidden_state"][:, 0]))
+                text_output = type(text_output)(
+                    (k, text_output[k]) for k in text_output.fields if k in text_output)
             outputs["text_embeds"] = l2_normalize(text)
         if "image_embeds" in outputs and "text_embeds" in outputs:
             logits_per_text = ops.matmul(outputs["text_embeds"],
@@ -116,11 +192,21 @@ class AlignModel(PretrainedMixin, keras.Model):
             logits_per_text = logits_per_text / self.effective_temperature()
             outputs["logits_per_text"] = logits_per_text
             outputs["logits_per_image"] = ops.transpose(logits_per_text)
-        return outputs
-
-    def contrastive_loss(self, outputs):
-        """The reference loss (`return_loss=True`) for one batch of matching pairs."""
-        return losses.align_loss(outputs["logits_per_text"], self.label_smoothing)
+        elif return_loss:
+            raise ValueError("return_loss=True needs both images (pixel_values) and texts")
+        if return_loss:
+            n_text, n_image = outputs["text_embeds"].shape[0], outputs["image_embeds"].shape[0]
+            if None not in (n_text, n_image) and n_text != n_image:
+                raise ValueError(f"return_loss=True needs matching pairs (text i goes with image i): "
+                                 f"got {n_text} texts and {n_image} images")
+            outputs["loss"] = self.contrastive_loss(outputs)
+        ordered = AlignOutput((k, outputs[k]) for k in AlignOutput.fields if k in outputs)
+        if towers:
+            if has_text:
+                ordered["text_model_output"] = text_output
+            if "pixel_values" in inputs:
+                ordered["vision_model_output"] = vision_output
+        return finish(ordered, return_dict)
 
     # -- training: model.fit / model.evaluate (TensorFlow backend) -------------------------
     # Each replica embeds its share of the batch, gathers every replica's embeddings

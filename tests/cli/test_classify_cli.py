@@ -152,10 +152,9 @@ def test_demo_zero_shot_cli_agrees_with_the_training_figure(capsys, tmp_path):
 
     from align_tf.data import synthetic
 
-    try:
-        folder = embedding.demo_model_folder()
-    except FileNotFoundError as e:
-        pytest.skip(f"demo model not built yet: {e}")
+    from align_tf.assets import demo_model_path
+
+    folder = demo_model_path()
     with open(os.path.join(folder, "training_summary.json"), encoding="utf-8") as f:
         training = json.load(f)
     recorded = training["summary"]["zero_shot_accuracy"]

@@ -3,14 +3,12 @@ saved_model_cli, and the op check refuses what stock TF Serving cannot run."""
 
 from __future__ import annotations
 
-import io
 import os
 
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_text  # noqa: F401  (registers the tokenizer's ops for loading)
-from PIL import Image
 
 from support import LABELS, encoded_images, minilm_folder, tiny_model, tiny_processor
 

@@ -1,0 +1,36 @@
+"""The one progress bar of align-tf: tqdm when asked for (or, with "auto", when the work is long
+enough to be worth one), and a silent stand-in otherwise, so callers never check for None."""
+
+from __future__ import annotations
+
+# "A progress bar past a few dozen items": below this, bars are noise.
+PROGRESS_MIN_ITEMS = 48
+
+
+class SilentProgress:
+    """What `progress_bar` returns when no bar is shown: accepts the same calls, prints nothing."""
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def progress_bar(total: int, desc: str, enabled="auto", unit: str = "item", initial: int = 0,
+                 leave: bool = True):
+    """A tqdm bar over `total` items when `enabled` is True, or "auto" and `total` is past
+    `PROGRESS_MIN_ITEMS`; otherwise a `SilentProgress`."""
+    if enabled == "auto":
+        enabled = total > PROGRESS_MIN_ITEMS
+    if not enabled:
+        return SilentProgress()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit=unit, leave=leave)
