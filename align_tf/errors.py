@@ -19,6 +19,10 @@ class ConfigError(AlignTFError, ValueError):
     """A configuration field (or config.json) that is missing, of the wrong type or out of range."""
 
 
+class AssetNotFoundError(AlignTFError, FileNotFoundError):
+    """A file align-tf itself needs (a vocabulary, the bundled demo model) is missing."""
+
+
 class PretrainedNotFoundError(AlignTFError, OSError):
     """A name is neither a local folder nor a hub id that can be resolved."""
 

@@ -20,7 +20,9 @@ def demo_model_path() -> str:
     """Folder of the bundled demo model: config.json, model.weights.h5, vocab.txt,
     tokenizer_config.json, preprocessor_config.json. It knows shapes and colours only."""
     if not os.path.isfile(os.path.join(DEMO_MODEL_DIR, "model.weights.h5")):
-        raise FileNotFoundError(
+        from align_tf.errors import AssetNotFoundError
+
+        raise AssetNotFoundError(
             f"the demo model is missing from {DEMO_MODEL_DIR}; rebuild it with: {DEMO_TRAIN_COMMAND}")
     return DEMO_MODEL_DIR
 

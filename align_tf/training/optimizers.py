@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import keras
 
-OPTIMIZERS = ("lamb", "adamw")
+from align_tf.errors import ConfigError
+from align_tf.training.options import OPTIMIZERS
+
 
 
 def no_weight_decay_variables(model) -> list:
@@ -38,7 +40,7 @@ def build_optimizer(model, name: str = "lamb", learning_rate=1e-3, weight_decay:
     elif name == "adamw":
         optimizer = keras.optimizers.AdamW(**common)
     else:
-        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
+        raise ConfigError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
     if weight_decay:
         optimizer.exclude_from_weight_decay(var_list=no_weight_decay_variables(model))
     return optimizer

@@ -12,12 +12,12 @@ import json
 import math
 import os
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
-FREEZE_CHOICES = ("vision", "text")
+from align_tf.errors import AssetNotFoundError, ConfigError
+from align_tf.training.options import FREEZE_CHOICES, PRECISIONS, SAVE_DTYPES, TrainingConfig  # noqa: F401
+
 SUMMARY_NAME = "training_summary.json"
-SAVE_DTYPES = ("float32", "float16")
 # The real-data run reported in docs/training.md (benchmarks/bench_demo_training.py --digits).
 DIGITS_TRAIN_COMMAND = (
     "align-tf train --data digits --model demo-config --epochs 40 --global-batch-size 64 "
@@ -25,35 +25,6 @@ DIGITS_TRAIN_COMMAND = (
     "--output runs/digits"
 )
 
-
-@dataclass
-class TrainingConfig:
-    data: str = "demo"
-    model: str | None = None  # checkpoint folder / hub id, a config.json, or a preset name
-    text_model: str | None = None  # HF BERT checkpoint for the text tower
-    image_root: str | None = None  # image folder of a Karpathy JSON (or of a TSV's relative paths)
-    output: str = "runs/align"
-    strategy: str = "default"
-    global_batch_size: int = 32
-    steps: int | None = None  # optimizer updates; or give `epochs`
-    epochs: float | None = None  # passes over in-memory data (demo, digits)
-    learning_rate: float = 1e-3
-    warmup_steps: int = 0
-    weight_decay: float = 1e-5
-    optimizer: str = "lamb"
-    precision: str = "float32"
-    freeze: list[str] = field(default_factory=list)
-    gradient_accumulation_steps: int = 1
-    save_every: int | None = None  # optimizer steps between checkpoints (default: a tenth)
-    keep_checkpoints: int = 2  # periodic save_pretrained folders kept (0: none)
-    save_dtype: str = "float32"  # "float16" halves the saved weights (the demo model)
-    logdir: str | None = None  # TensorBoard logs (default: OUTPUT/logs)
-    label_smoothing: float = 0.1
-    min_temperature: float | None = None
-    augment: bool = False
-    seed: int = 0
-    eval_count: int = 480  # held-out demo images for the final zero-shot accuracy
-    verbose: int = 1
 
 
 @dataclass
@@ -106,7 +77,7 @@ def default_vocab_file() -> str:
             return path
     except ImportError:
         pass
-    raise FileNotFoundError("no bert-base-uncased vocab.txt found: pass a --model folder that has one")
+    raise AssetNotFoundError("no bert-base-uncased vocab.txt found: pass a --model folder that has one")
 
 
 def make_processor(image_size=None, max_length: int = 64, vocab_file: str | None = None):
@@ -137,7 +108,7 @@ def build_model_and_processor(config: TrainingConfig):
     kwargs = dict(label_smoothing=config.label_smoothing, min_temperature=config.min_temperature)
     name = config.model or ("demo-config" if config.data.startswith("demo") else None)
     if name is None:
-        raise ValueError("--model: give a checkpoint to fine-tune, a config.json, or a preset "
+        raise ConfigError("--model: give a checkpoint to fine-tune, a config.json, or a preset "
                          f"({', '.join(PRESETS)})")
     text_tower = AlignTextModel.from_pretrained(config.text_model) if config.text_model else None
     text_vocab = None
@@ -151,7 +122,7 @@ def build_model_and_processor(config: TrainingConfig):
         else:
             model_config = load_config(name)
             if not isinstance(model_config, AlignConfig):
-                raise ValueError(f"--model {name}: not an ALIGN config.json")
+                raise ConfigError(f"--model {name}: not an ALIGN config.json")
             size = model_config.vision_config.image_size
             image_size, max_length = (size, size), 64
         if text_tower is not None:
@@ -165,11 +136,11 @@ def build_model_and_processor(config: TrainingConfig):
 
         folder = resolve_pretrained(name)
         if not _has_weights(folder):
-            raise ValueError(f"--model {name}: no weights in {folder}")
+            raise ConfigError(f"--model {name}: no weights in {folder}")
         model = AlignModel.from_pretrained(folder, **kwargs)
         processor = AlignProcessor.from_pretrained(folder)
         if text_tower is not None and text_tower.config.to_dict() != model.config.text_config.to_dict():
-            raise ValueError("--text-model: its configuration differs from the model's text tower")
+            raise ConfigError("--text-model: its configuration differs from the model's text tower")
     if text_tower is not None:
         for target, source in zip(model.text_model.weights, text_tower.weights):
             target.assign(source)
@@ -190,7 +161,7 @@ def _plan_steps(config: TrainingConfig, data_size: int | None) -> tuple[int, int
     elif config.epochs and data_size:
         steps = max(1, int(math.ceil(config.epochs * data_size / config.global_batch_size)))
     else:
-        raise ValueError("give --steps (or --epochs for the demo and digits sets)")
+        raise ConfigError("give --steps (or --epochs for the demo and digits sets)")
     every = config.save_every or max(1, int(math.ceil(steps / 10)))
     every = min(every, steps)
     intervals = int(math.ceil(steps / every))
@@ -218,22 +189,14 @@ def _train(config: TrainingConfig, extra_callbacks=()) -> TrainingSummary:
     from align_tf.training.schedules import WarmupLinearDecay
     from align_tf.training.strategy import get_strategy, is_chief, worker_task
 
-    if config.precision not in PRECISIONS:
-        raise ValueError(f"--precision must be one of {PRECISIONS}, got {config.precision!r}")
-    for tower in config.freeze:
-        if tower not in FREEZE_CHOICES:
-            raise ValueError(f"--freeze must name {FREEZE_CHOICES}, got {tower!r}")
-    if config.save_dtype not in SAVE_DTYPES:
-        raise ValueError(f"--save-dtype must be one of {SAVE_DTYPES}, got {config.save_dtype!r}")
-    if config.gradient_accumulation_steps < 1:
-        raise ValueError("--gradient-accumulation-steps must be >= 1")
+    config.validate()  # fields may have been changed since the config was made
     keras.utils.set_random_seed(config.seed)
     keras.config.set_dtype_policy(config.precision)
 
     strategy = get_strategy(config.strategy)
     replicas = strategy.num_replicas_in_sync
     if config.global_batch_size % replicas:
-        raise ValueError(f"--global-batch-size {config.global_batch_size} is not divisible by the "
+        raise ConfigError(f"--global-batch-size {config.global_batch_size} is not divisible by the "
                          f"{replicas} replicas of strategy {config.strategy!r}")
     chief = is_chief(strategy)
 

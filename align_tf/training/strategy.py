@@ -7,7 +7,9 @@ import os
 
 import tensorflow as tf
 
-STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+from align_tf.errors import ConfigError
+from align_tf.training.options import STRATEGIES
+
 
 
 def get_strategy(name: str = "default", tpu: str | None = None):
@@ -21,14 +23,14 @@ def get_strategy(name: str = "default", tpu: str | None = None):
         return tf.distribute.MirroredStrategy()
     if name == "multi_worker":
         if "TF_CONFIG" not in os.environ:
-            raise ValueError("strategy 'multi_worker' reads the cluster from TF_CONFIG, which is not set")
+            raise ConfigError("strategy 'multi_worker' reads the cluster from TF_CONFIG, which is not set")
         return tf.distribute.MultiWorkerMirroredStrategy()
     if name == "tpu":
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or "")
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
         return tf.distribute.TPUStrategy(resolver)
-    raise ValueError(f"strategy must be one of {STRATEGIES}, got {name!r}")
+    raise ConfigError(f"strategy must be one of {STRATEGIES}, got {name!r}")
 
 
 def worker_task() -> tuple[str | None, int]:
