@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "align_tf.cli.search",
     "align_tf.cli.train",
     "align_tf.cli.data",
+    "align_tf.cli.embed",
 ]
 
 
