@@ -7,7 +7,18 @@ import json
 import os
 from typing import Any
 
+from align_tf.errors import ConfigError
+
 CONFIG_NAME = "config.json"
+
+# `hidden_act` names both towers accept: transformers' ACT2FN names, except the two with learned
+# parameters (prelu, xielu), plus "selu" (documented for the vision tower by the reference).
+ACTIVATIONS = (
+    "gelu", "gelu_python", "gelu_10", "gelu_fast", "gelu_new", "gelu_pytorch_tanh",
+    "gelu_python_tanh", "gelu_accurate", "quick_gelu", "hardswish", "laplace", "leaky_relu",
+    "linear", "mish", "relu", "relu2", "relu6", "sigmoid", "silu", "swish", "selu",
+    "sqrtsoftplus", "tanh",
+)
 
 
 class _ConfigBase:
@@ -41,8 +52,11 @@ class _ConfigBase:
             return cls()
         if isinstance(value, dict):
             return cls.from_dict(value)
+        if not isinstance(value, cls) and callable(getattr(value, "to_dict", None)):
+            return cls.from_dict(value.to_dict())  # a transformers config object (duck-typed)
         if not isinstance(value, cls):
-            raise TypeError(f"expected a {cls.__name__} or a dict, got {type(value).__name__}")
+            raise TypeError(f"expected a {cls.__name__}, a dict or a config with to_dict(), "
+                            f"got {type(value).__name__}")
         return value
 
     @classmethod
@@ -85,12 +99,18 @@ def _positive(name: str, value, allow_zero: bool = False) -> None:
     ok = ok and (value >= 0 if allow_zero else value > 0)
     if not ok:
         expected = "a non-negative number" if allow_zero else "a positive number"
-        raise ValueError(f"{name} must be {expected}, got {value!r}")
+        raise ConfigError(f"{name} must be {expected}, got {value!r}")
+
+
+def _check_activation(name) -> None:
+    if name not in ACTIVATIONS:
+        raise ConfigError(f"hidden_act {name!r} is not supported; supported: {', '.join(ACTIVATIONS)} "
+                          "(transformers' prelu and xielu have learned parameters and are not)")
 
 
 def _probability(name: str, value) -> None:
     if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-        raise ValueError(f"{name} must be a probability in [0, 1), got {value!r}")
+        raise ConfigError(f"{name} must be a probability in [0, 1), got {value!r}")
 
 
 class AlignTextConfig(_ConfigBase):
@@ -147,15 +167,16 @@ class AlignTextConfig(_ConfigBase):
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
             _probability(name, getattr(self, name))
         if self.hidden_size % self.num_attention_heads:
-            raise ValueError(
+            raise ConfigError(
                 f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
                 f"({self.num_attention_heads})"
             )
-        if self.hidden_act not in ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu", "swish", "silu"):
-            raise ValueError(f"hidden_act {self.hidden_act!r} is not supported")
+        _check_activation(self.hidden_act)
         if self.position_embedding_type != "absolute":
-            raise ValueError(
-                f"position_embedding_type must be 'absolute', got {self.position_embedding_type!r}"
+            raise ConfigError(
+                f"position_embedding_type {self.position_embedding_type!r} is not supported: only "
+                "'absolute' (learned absolute positions, what ALIGN and transformers' AlignTextModel "
+                "use); 'relative_key' / 'relative_key_query' are not implemented"
             )
 
     @property
@@ -233,22 +254,21 @@ class AlignVisionConfig(_ConfigBase):
         _probability("batch_norm_momentum", self.batch_norm_momentum)
         lengths = {name: len(getattr(self, name)) for name in self._list_fields}
         if len(set(lengths.values())) != 1:
-            raise ValueError(
+            raise ConfigError(
                 "kernel_sizes, in_channels, out_channels, strides, num_block_repeats and "
                 f"expand_ratios must have the same length, got {lengths}"
             )
         if not lengths["kernel_sizes"]:
-            raise ValueError("kernel_sizes (and the other per-stage lists) must not be empty")
+            raise ConfigError("kernel_sizes (and the other per-stage lists) must not be empty")
         for name in self._list_fields:
             for i, value in enumerate(getattr(self, name)):
                 _positive(f"{name}[{i}]", value)
         for i, s in enumerate(self.strides):
             if s not in (1, 2):
-                raise ValueError(f"strides[{i}] must be 1 or 2, got {s}")
+                raise ConfigError(f"strides[{i}] must be 1 or 2, got {s}")
         if self.pooling_type not in ("mean", "max"):
-            raise ValueError(f"pooling_type must be 'mean' or 'max', got {self.pooling_type!r}")
-        if self.hidden_act not in ("swish", "silu", "relu", "gelu"):
-            raise ValueError(f"hidden_act {self.hidden_act!r} is not supported")
+            raise ConfigError(f"pooling_type must be 'mean' or 'max', got {self.pooling_type!r}")
+        _check_activation(self.hidden_act)
 
     def round_filters(self, num_channels: int) -> int:
         """Channel count scaled by the width coefficient, rounded as EfficientNet does."""
@@ -301,7 +321,7 @@ class AlignConfig(_ConfigBase):
         if vision_config.output_channels != projection_dim:
             # The image embedding is the pooled trunk output: it has no projection, so its
             # width must equal the text projection's for the dot product to exist.
-            raise ValueError(
+            raise ConfigError(
                 f"projection_dim ({projection_dim}) must equal the vision tower's output width "
                 f"({vision_config.output_channels} = round_filters(out_channels[-1]))"
             )
@@ -314,6 +334,7 @@ class AlignConfig(_ConfigBase):
 
     @classmethod
     def from_text_vision_configs(cls, text_config, vision_config, **kwargs):
+        """From the two towers' configs: ours, dicts, or transformers' config objects."""
         return cls(text_config=text_config, vision_config=vision_config, **kwargs)
 
 
@@ -330,6 +351,6 @@ def load_config(path: str):
         return AlignTextConfig.from_dict(data)
     if model_type == "align_vision_model":
         return AlignVisionConfig.from_dict(data)
-    raise ValueError(
+    raise ConfigError(
         f"{path}: model_type {model_type!r} is not an ALIGN, ALIGN text/vision or BERT config"
     )

@@ -95,12 +95,13 @@ class AlignModel(PretrainedMixin, keras.Model):
         pixel_values = channels_last(inputs["pixel_values"], data_format, vision.config.num_channels)
         if wants_tower_outputs(return_dict, output_hidden_states, False):
             return finish(vision.encode(pixel_values, training=training,
-                                        output_hidden_states=output_hidden_states), return_dict)
+                                        output_hidden_states=output_hidden_states,
+                                        data_format="channels_last"), return_dict)
         if not training and _eager_tensorflow():
             from align_tf.models import compiled as inference
 
             return inference.run_image_features(self, pixel_values)
-        return vision(pixel_values, training=training)["pooler_output"]
+        return vision(pixel_values, training=training, data_format="channels_last")["pooler_output"]
 
     def get_text_features(self, input_ids=None, attention_mask=None, token_type_ids=None,
                           position_ids=None, inputs_embeds=None, training=False, *, head_mask=None,
@@ -208,6 +209,10 @@ class AlignModel(PretrainedMixin, keras.Model):
                 ordered["vision_model_output"] = vision_output
         return finish(ordered, return_dict)
 
+    def contrastive_loss(self, outputs):
+        """The reference loss (`return_loss=True`) for one batch of matching pairs."""
+        return losses.align_loss(outputs["logits_per_text"], self.label_smoothing)
+
     # -- training: model.fit / model.evaluate (TensorFlow backend) -------------------------
     # Each replica embeds its share of the batch, gathers every replica's embeddings
     # (align_tf.models.distributed, TF-only, imported here so the towers stay backend-free)
@@ -215,12 +220,13 @@ class AlignModel(PretrainedMixin, keras.Model):
     def _replica_contrastive_loss(self, data, training: bool):
         from align_tf.models.distributed import GlobalBatch
 
-        inputs = keras.utils.unpack_x_y_sample_weight(data)[0]
+        inputs = gather_inputs(type(self).__name__, keras.utils.unpack_x_y_sample_weight(data)[0],
+                               "input_ids", ALIGN_INPUTS, {})
         # A frozen tower runs in inference mode: BatchNorm keeps its statistics, no dropout.
         image = l2_normalize(self.get_image_features(
             inputs["pixel_values"], training=training and self.vision_model.trainable))
-        text = l2_normalize(self.get_text_features(
-            inputs["input_ids"], inputs.get("attention_mask"), inputs.get("token_type_ids"),
+        text = l2_normalize(self._text_features(
+            {k: v for k, v in inputs.items() if k != "pixel_values"},
             training=training and self.text_model.trainable))
         batch = GlobalBatch(text, image, gather=self.gather_negatives)
         loss, text_to_image, image_to_text, labels = losses.local_contrastive_loss(

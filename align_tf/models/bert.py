@@ -6,16 +6,10 @@ import keras
 from keras import layers, ops
 
 from align_tf.configuration import AlignTextConfig
+from align_tf.models.activations import activation as _activation
+from align_tf.models.inputs import TEXT_INPUTS, finish, gather_inputs
+from align_tf.models.outputs import TextModelOutput
 from align_tf.models.pretrained import PretrainedMixin
-
-
-def _activation(name: str):
-    if name == "gelu":
-        return lambda x: keras.activations.gelu(x, approximate=False)
-    if name in ("gelu_new", "gelu_pytorch_tanh"):
-        return lambda x: keras.activations.gelu(x, approximate=True)
-    return {"relu": keras.activations.relu, "swish": keras.activations.silu,
-            "silu": keras.activations.silu}[name]
 
 
 def _dense(units, initializer_range, name, dtype):
@@ -57,11 +51,15 @@ class AlignTextEmbeddings(layers.Layer):
         self.LayerNorm.build((None, None, self.hidden_size))
         self.built = True
 
-    def call(self, input_ids, token_type_ids, training=False):
-        seq_len = ops.shape(input_ids)[1]
-        positions = ops.expand_dims(ops.arange(seq_len, dtype="int32"), 0)
-        x = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
-        x = x + self.position_embeddings(positions)
+    def call(self, input_ids, token_type_ids, training=False, position_ids=None, inputs_embeds=None):
+        """`inputs_embeds` [B, L, H] replaces the word-embedding lookup of `input_ids`;
+        `position_ids` ([L], [1, L] or [B, L]) replace the default 0..L-1."""
+        if inputs_embeds is None:
+            inputs_embeds = self.word_embeddings(input_ids)
+        if position_ids is None:
+            position_ids = ops.expand_dims(ops.arange(ops.shape(inputs_embeds)[1], dtype="int32"), 0)
+        x = ops.cast(inputs_embeds, self.compute_dtype) + self.token_type_embeddings(token_type_ids)
+        x = x + self.position_embeddings(position_ids)
         return self.dropout(self.LayerNorm(x), training=training)
 
     def get_config(self):
@@ -118,7 +116,9 @@ class AlignTextLayer(layers.Layer):
         x = ops.reshape(x, (batch, length, self.num_attention_heads, self.head_dim))
         return ops.transpose(x, (0, 2, 1, 3))
 
-    def call(self, hidden_states, attention_mask, training=False):
+    def call(self, hidden_states, attention_mask, training=False, head_mask=None):
+        """`head_mask` [num_heads] multiplies each head's attention probabilities (0 drops the
+        head), as transformers 4.x's BERT did."""
         # The mask stays an integer input: Keras would autocast a float bias to float16 under
         # mixed precision, and the -1e9 bias must be added in float32.
         attention_bias = attention_bias_from_mask(attention_mask)
@@ -130,6 +130,8 @@ class AlignTextLayer(layers.Layer):
         scores = ops.cast(scores, "float32") + attention_bias
         probs = ops.cast(ops.softmax(scores, axis=-1), self.compute_dtype)
         probs = self.attention_probs_dropout(probs, training=training)
+        if head_mask is not None:
+            probs = probs * ops.reshape(ops.cast(head_mask, probs.dtype), (1, -1, 1, 1))
         context = ops.transpose(ops.matmul(probs, v), (0, 2, 1, 3))
         batch, length = ops.shape(context)[0], ops.shape(context)[1]
         context = ops.reshape(context, (batch, length, self.hidden_size))
@@ -157,8 +159,10 @@ def attention_bias_from_mask(attention_mask):
 
 @keras.saving.register_keras_serializable(package="align_tf")
 class AlignTextModel(PretrainedMixin, keras.Model):
-    """BERT encoder. `call(dict(input_ids, attention_mask, token_type_ids))` ->
-    dict(last_hidden_state, pooler_output[, hidden_states][, attentions])."""
+    """BERT encoder, called like transformers' AlignTextModel: `model(input_ids, attention_mask,
+    token_type_ids, position_ids, inputs_embeds)`, keyword arguments, or one dict of them.
+    Returns a TextModelOutput (last_hidden_state, pooler_output[, hidden_states][, attentions]),
+    or its tuple with `return_dict=False`."""
 
     config_class = AlignTextConfig
     checkpoint_prefix = "text_model."
@@ -189,26 +193,40 @@ class AlignTextModel(PretrainedMixin, keras.Model):
             self.pooler.build((None, self.config.hidden_size))
         self.built = True
 
-    def call(self, inputs, attention_mask=None, token_type_ids=None, training=False,
-             output_hidden_states=False, output_attentions=False):
-        if isinstance(inputs, dict):
-            input_ids = inputs["input_ids"]
-            attention_mask = inputs.get("attention_mask", attention_mask)
-            token_type_ids = inputs.get("token_type_ids", token_type_ids)
-        else:
-            input_ids = inputs
+    def call(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
+             inputs_embeds=None, training=False, *, head_mask=None, output_attentions=None,
+             output_hidden_states=None, return_dict=None):
+        inputs = gather_inputs(type(self).__name__, input_ids, "input_ids", TEXT_INPUTS, dict(
+            attention_mask=attention_mask, token_type_ids=token_type_ids, position_ids=position_ids,
+            inputs_embeds=inputs_embeds, head_mask=head_mask))
+        return finish(self.encode(**inputs, training=training, output_attentions=output_attentions,
+                                  output_hidden_states=output_hidden_states), return_dict)
+
+    def encode(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
+               inputs_embeds=None, head_mask=None, training=False, output_attentions=False,
+               output_hidden_states=False) -> TextModelOutput:
+        """The forward pass on already-gathered inputs (see `call`)."""
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("give exactly one of input_ids [batch, length] or inputs_embeds "
+                             f"[batch, length, {self.config.hidden_size}]")
+        if inputs_embeds is not None and inputs_embeds.shape[-1] not in (None, self.config.hidden_size):
+            raise ValueError(f"inputs_embeds must be [batch, length, {self.config.hidden_size}], "
+                             f"got shape {tuple(inputs_embeds.shape)}")
+        shape = ops.shape(input_ids if input_ids is not None else inputs_embeds)[:2]
         if attention_mask is None:
-            attention_mask = ops.ones_like(input_ids)
+            attention_mask = ops.ones(shape, "int32")
         if token_type_ids is None:
-            token_type_ids = ops.zeros_like(input_ids)
-        x = self.embeddings(input_ids, token_type_ids, training=training)
+            token_type_ids = ops.zeros(shape, "int32")
+        x = self.embeddings(input_ids, token_type_ids, training=training, position_ids=position_ids,
+                            inputs_embeds=inputs_embeds)
         attention_mask = ops.cast(attention_mask, "int32")
+        head_masks = self.head_masks(head_mask)
         hidden_states, attentions = [x], []
-        for layer in self.encoder_layers:
-            x, probs = layer(x, attention_mask, training=training)
+        for layer, layer_head_mask in zip(self.encoder_layers, head_masks):
+            x, probs = layer(x, attention_mask, training=training, head_mask=layer_head_mask)
             hidden_states.append(x)
             attentions.append(probs)
-        outputs = {"last_hidden_state": x}
+        outputs = TextModelOutput(last_hidden_state=x)
         if self.pooler is not None:
             outputs["pooler_output"] = ops.tanh(self.pooler(x[:, 0]))
         if output_hidden_states:
@@ -216,6 +234,20 @@ class AlignTextModel(PretrainedMixin, keras.Model):
         if output_attentions:
             outputs["attentions"] = tuple(attentions)
         return outputs
+
+    def head_masks(self, head_mask) -> list:
+        """One [num_heads] mask (or None) per layer from a [num_heads] or [num_layers, num_heads] one."""
+        layers_, heads = self.config.num_hidden_layers, self.config.num_attention_heads
+        if head_mask is None:
+            return [None] * layers_
+        head_mask = ops.convert_to_tensor(head_mask)
+        shape = tuple(head_mask.shape)
+        if shape == (heads,):
+            return [head_mask] * layers_
+        if shape == (layers_, heads):
+            return [head_mask[i] for i in range(layers_)]
+        raise ValueError(f"head_mask must be [num_heads] = [{heads}] or [num_layers, num_heads] = "
+                         f"[{layers_}, {heads}], got shape {shape}")
 
     def get_config(self):
         return {"config": self.config.to_dict(), "add_pooling_layer": self.add_pooling_layer,

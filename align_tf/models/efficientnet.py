@@ -6,12 +6,40 @@ import keras
 from keras import layers, ops
 
 from align_tf.configuration import AlignVisionConfig
+from align_tf.models.activations import activation as _activation
+from align_tf.models.inputs import VISION_INPUTS, finish, gather_inputs
+from align_tf.models.outputs import VisionModelOutput
 from align_tf.models.pretrained import PretrainedMixin
 
+DATA_FORMATS = ("channels_last", "channels_first")
 
-def _activation(name: str):
-    return {"swish": keras.activations.silu, "silu": keras.activations.silu,
-            "relu": keras.activations.relu, "gelu": keras.activations.gelu}[name]
+
+def channels_last(pixel_values, data_format=None, num_channels: int = 3):
+    """`pixel_values` as NHWC. NHWC is the default; NCHW (transformers' layout) is transposed
+    when `data_format="channels_first"` says so, or when the shape leaves no doubt (channels
+    on axis 1 and not on axis 3). A shape that fits both layouts raises instead of guessing."""
+    if data_format not in (None, *DATA_FORMATS):
+        raise ValueError(f"data_format must be one of {DATA_FORMATS} or None, got {data_format!r}")
+    shape = tuple(pixel_values.shape)
+    if len(shape) != 4:
+        raise ValueError(f"pixel_values must be 4-D, [batch, height, width, {num_channels}] "
+                         f"(or [batch, {num_channels}, height, width]), got shape {shape}")
+    if data_format is None:
+        first, last = shape[1] == num_channels, shape[3] == num_channels
+        if first and last:
+            raise ValueError(
+                f"pixel_values of shape {shape} fit both NHWC and NCHW; pass "
+                "data_format='channels_last' or 'channels_first'")
+        if first and shape[3] is None:
+            raise ValueError(f"cannot tell the layout of pixel_values of shape {shape}; pass "
+                             "data_format='channels_last' or 'channels_first'")
+        if not last and shape[3] is not None and not first:
+            raise ValueError(f"pixel_values must have {num_channels} channels last (NHWC) or "
+                             f"first (NCHW), got shape {shape}")
+        data_format = "channels_first" if first else "channels_last"
+    if data_format == "channels_first":
+        return ops.transpose(pixel_values, (0, 2, 3, 1))
+    return pixel_values
 
 
 def _conv_initializer():
@@ -336,7 +364,8 @@ def block_arguments(config: AlignVisionConfig) -> list[dict]:
 
 @keras.saving.register_keras_serializable(package="align_tf")
 class AlignVisionModel(PretrainedMixin, keras.Model):
-    """EfficientNet trunk. `call(pixel_values NHWC)` -> dict(last_hidden_state, pooler_output[, hidden_states])."""
+    """EfficientNet trunk, called like transformers' AlignVisionModel: `model(pixel_values)`,
+    `model(pixel_values=...)` or `model({"pixel_values": ...})`."""
 
     config_class = AlignVisionConfig
     checkpoint_prefix = "vision_model."
@@ -360,12 +389,25 @@ class AlignVisionModel(PretrainedMixin, keras.Model):
             block.build((None, None, None, block.in_dim))
         self.built = True
 
-    def call(self, pixel_values, training=False, output_hidden_states=False, fold_batch_norm=True):
-        """`fold_batch_norm` (inference only) folds BatchNorm into the convolutions in-graph:
+    def call(self, pixel_values=None, training=False, output_hidden_states=None, fold_batch_norm=True,
+             *, return_dict=None, data_format=None):
+        """`pixel_values` NHWC (or NCHW, see `channels_last`), or a dict holding them. Returns a
+        VisionModelOutput (NHWC maps), or its tuple with `return_dict=False`.
+
+        `fold_batch_norm` (inference only) folds BatchNorm into the convolutions in-graph:
         same numbers within float rounding, fewer passes over the activations."""
-        if isinstance(pixel_values, dict):
-            pixel_values = pixel_values["pixel_values"]
-        x = self.embeddings(pixel_values, training=training, fold_batch_norm=fold_batch_norm)
+        inputs = gather_inputs(type(self).__name__, pixel_values, "pixel_values", VISION_INPUTS, {})
+        if "pixel_values" not in inputs:
+            raise ValueError("AlignVisionModel needs pixel_values")
+        return finish(self.encode(inputs["pixel_values"], training=training,
+                                  output_hidden_states=output_hidden_states,
+                                  fold_batch_norm=fold_batch_norm, data_format=data_format),
+                      return_dict)
+
+    def encode(self, pixel_values, training=False, output_hidden_states=False, fold_batch_norm=True,
+               data_format=None) -> VisionModelOutput:
+        x = channels_last(pixel_values, data_format, self.config.num_channels)
+        x = self.embeddings(x, training=training, fold_batch_norm=fold_batch_norm)
         hidden_states = [x]
         for block in self.blocks:
             x = block(x, training=training, fold_batch_norm=fold_batch_norm)
@@ -374,7 +416,7 @@ class AlignVisionModel(PretrainedMixin, keras.Model):
             pooled = ops.mean(x, axis=(1, 2))
         else:
             pooled = ops.max(x, axis=(1, 2))
-        outputs = {"last_hidden_state": x, "pooler_output": pooled}
+        outputs = VisionModelOutput(last_hidden_state=x, pooler_output=pooled)
         if output_hidden_states:
             outputs["hidden_states"] = tuple(hidden_states)
         return outputs
