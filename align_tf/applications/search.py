@@ -9,7 +9,8 @@ Index folder layout (format "align-tf-embedding-index", version 1):
 
 Exact search reads the shards memory-mapped and scores them in chunks, so memory is bounded by
 the chunk size, not the index size. `backend="faiss"` uses an HNSW inner-product index instead
-(faiss-cpu, optional), kept next to the shards as `faiss-hnsw.index`.
+(faiss-cpu, optional), kept next to the shards as `faiss-hnsw.index`; `backend="ivfpq"` a
+compressed IVF-PQ index (`build_ivfpq`, kept as `faiss-ivfpq.index`) for corpora past memory.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ INDEX_VERSION = 1
 MANIFEST = "index.json"
 METADATA = "metadata.jsonl"
 FAISS_FILE = "faiss-hnsw.index"
+IVFPQ_FILE = "faiss-ivfpq.index"
+BACKENDS = ("exact", "faiss", "ivfpq")
 DTYPES = ("float32", "float16")
 
 
@@ -90,6 +93,7 @@ class EmbeddingIndex:
         self.directory: str | None = None
         self._persisted = 0      # leading shards already written to `directory`
         self._faiss = None
+        self._ivfpq = None
 
     def __len__(self):
         return sum(len(s) for s in self.shards)
@@ -119,6 +123,31 @@ class EmbeddingIndex:
         self.shards.append(embeddings.astype(self.dtype, copy=False))
         self.metadata.extend(metadata)
         self._faiss = None
+
+    @classmethod
+    def build_from_shards(cls, shards, directory: str, dtype: str = "float32",
+                          model: str | None = None):
+        """Write an index folder from `(embeddings [rows, D], metadata dicts)` pairs without
+        running a model (e.g. `align_tf.corpus.iter_embedding_shards`), one shard in memory at a
+        time: each becomes an index shard file as it arrives."""
+        os.makedirs(directory, exist_ok=True)
+        _remove_index_files(directory)
+        index = cls(0, dtype, True, model)
+        index.directory = directory
+        for embeddings, metadata in shards:
+            embeddings = np.asarray(embeddings)
+            if not index.dim:
+                index.dim = int(embeddings.shape[1])
+            if embeddings.ndim != 2 or embeddings.shape[1] != index.dim:
+                raise IndexFormatError(f"shard {len(index.shards)}: expected [rows, {index.dim}] "
+                                       f"embeddings, got {embeddings.shape}")
+            if len(metadata) != len(embeddings):
+                raise IndexFormatError(f"shard {len(index.shards)}: {len(metadata)} metadata "
+                                       f"entries for {len(embeddings)} rows")
+            if len(embeddings):
+                index._append_shard(embeddings, metadata)
+        index._write_manifest()
+        return index
 
     @classmethod
     def build(cls, images, embedder, directory: str, dtype: str = "float32",
@@ -285,10 +314,12 @@ class EmbeddingIndex:
         k = min(int(k), len(self))
         if backend == "faiss":
             scores, ids = self._faiss_index().search(np.ascontiguousarray(queries), k)
+        elif backend == "ivfpq":
+            scores, ids = self._ivfpq_index().search(np.ascontiguousarray(queries), k)
         elif backend == "exact":
             scores, ids = self._exact_search(queries, k, chunk_size)
         else:
-            raise ValueError(f"backend must be 'exact' or 'faiss', got {backend!r}")
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         return (scores[0], ids[0]) if single else (scores, ids)
 
     def _exact_search(self, queries, k, chunk_size):
@@ -306,11 +337,7 @@ class EmbeddingIndex:
         return sort_top_k(best_scores, best_ids)
 
     def _faiss_index(self, m: int = 32, ef_search: int = 128):
-        try:
-            import faiss
-        except ImportError as e:
-            raise ImportError("backend='faiss' needs faiss: pip install faiss-cpu "
-                              "(or align-tf[search])") from e
+        faiss = _import_faiss("faiss")
         if self._faiss is not None:
             return self._faiss
         path = os.path.join(self.directory, FAISS_FILE) if self.directory else None
@@ -331,11 +358,69 @@ class EmbeddingIndex:
         self._faiss = index
         return index
 
-    def approximate_recall(self, queries, k: int = 10) -> float:
-        """recall@k of the faiss backend against exact search, for these queries."""
+    def approximate_recall(self, queries, k: int = 10, backend: str = "faiss") -> float:
+        """recall@k of an approximate backend ("faiss" HNSW or "ivfpq") against exact search,
+        for these queries."""
         _, exact = self.search(queries, k, backend="exact")
-        _, approx = self.search(queries, k, backend="faiss")
+        _, approx = self.search(queries, k, backend=backend)
         return recall_at_k(approx, exact)
+
+    def build_ivfpq(self, nlist: int | None = None, m: int | None = None, nbits: int = 8,
+                    nprobe: int | None = None, train_size: int = 100_000, seed: int = 0):
+        """A faiss IVF-PQ index (inner product) over all rows, written as `faiss-ivfpq.index`:
+        `m` bytes per row (at 8 bits) instead of 4 * D, for corpora whose vectors do not fit in
+        memory. Trained on up to `train_size` rows sampled from every shard, then filled one
+        shard at a time. Defaults: nlist ~ 4 sqrt(rows) (at least 39 training rows per list),
+        m the largest divisor of D up to D / 10, nprobe = nlist / 8. Small indexes get fewer
+        lists and bits, as k-means needs more rows than centroids."""
+        faiss = _import_faiss("ivfpq")
+        rows = len(self)
+        if rows == 0:
+            raise IndexFormatError("build_ivfpq: the index is empty")
+        sample = self._sample_rows(train_size, seed)
+        nlist = int(nlist or max(1, min(65536, round(4 * np.sqrt(rows)))))
+        nlist = max(1, min(nlist, len(sample) // 39 or 1))
+        m = int(m or max(d for d in range(1, max(1, self.dim // 10) + 1) if self.dim % d == 0))
+        if self.dim % m:
+            raise ValueError(f"m={m} must divide the embedding size {self.dim}")
+        nbits = int(max(1, min(nbits, int(np.log2(len(sample))))))
+        quantizer = faiss.IndexFlatIP(self.dim)
+        index = faiss.IndexIVFPQ(quantizer, self.dim, nlist, m, nbits, faiss.METRIC_INNER_PRODUCT)
+        index.train(sample)
+        for shard in self.shards:
+            index.add(np.ascontiguousarray(shard, np.float32))
+        index.nprobe = int(nprobe or max(1, nlist // 8))
+        if self.directory:
+            faiss.write_index(index, os.path.join(self.directory, IVFPQ_FILE))
+        self._ivfpq = index
+        return {"nlist": nlist, "m": m, "nbits": nbits, "nprobe": index.nprobe,
+                "trained_on": len(sample), "bytes_per_row": m * nbits / 8}
+
+    def _ivfpq_index(self):
+        if self._ivfpq is not None:
+            return self._ivfpq
+        faiss = _import_faiss("ivfpq")
+        path = os.path.join(self.directory, IVFPQ_FILE) if self.directory else None
+        if not path or not os.path.exists(path):
+            raise IndexFormatError(f"{self.directory}: no {IVFPQ_FILE}; build it with "
+                                   "`align-tf index build ... --ivfpq` (or index.build_ivfpq())")
+        index = faiss.read_index(path)
+        if index.ntotal != len(self):
+            raise IndexFormatError(f"{path}: holds {index.ntotal} rows, the index {len(self)}; "
+                                   "build it again")
+        self._ivfpq = index
+        return index
+
+    def _sample_rows(self, size: int, seed: int) -> np.ndarray:
+        """Up to `size` rows, the same share drawn at random from every shard, float32."""
+        rng = np.random.default_rng(seed)
+        share = min(1.0, size / max(1, len(self)))
+        parts = []
+        for shard in self.shards:
+            take = min(len(shard), int(np.ceil(share * len(shard))))
+            picked = np.sort(rng.choice(len(shard), take, replace=False))
+            parts.append(np.asarray(shard[picked], np.float32))
+        return np.ascontiguousarray(np.concatenate(parts)[:size])
 
     # -- queries by text / image ---------------------------------------------------------
     def query(self, text=None, image=None, plus_text=(), minus_text=(), weight: float = 1.0,
@@ -385,9 +470,18 @@ def embed_texts_in_templates(embedder, texts, templates=None) -> np.ndarray:
                                      len(texts))
 
 
+def _import_faiss(backend: str):
+    try:
+        import faiss
+    except ImportError as e:
+        raise ImportError(f"backend={backend!r} needs faiss: pip install faiss-cpu "
+                          "(or align-tf[search])") from e
+    return faiss
+
+
 def _remove_index_files(directory):
     for name in os.listdir(directory):
-        if name in (MANIFEST, METADATA, FAISS_FILE) or name.startswith("embeddings-"):
+        if name in (MANIFEST, METADATA, FAISS_FILE, IVFPQ_FILE) or name.startswith("embeddings-"):
             os.remove(os.path.join(directory, name))
 
 

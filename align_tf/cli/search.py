@@ -19,7 +19,10 @@ def register(subparsers) -> None:
         description="Embed every image into --output (shards of .npy + metadata.jsonl + "
                     "index.json). Re-running the same command after an interruption continues "
                     "where it stopped.")
-    b.add_argument("images", nargs="+", help="image files, folders (recursive) or glob patterns")
+    b.add_argument("images", nargs="*", help="image files, folders (recursive) or glob patterns")
+    b.add_argument("--from-embeddings", default=None, metavar="DIR",
+                   help="build from the Parquet shards of `align-tf embed --output DIR` instead "
+                        "of embedding images (no model runs; one shard in memory at a time)")
     b.add_argument("--output", required=True, help="index folder")
     b.add_argument("--model", default=None, help=MODEL_HELP)
     b.add_argument("--batch-size", type=int, default=32, help="images per batch")
@@ -31,6 +34,14 @@ def register(subparsers) -> None:
     b.add_argument("--faiss", action="store_true",
                    help="also build the approximate HNSW index (needs faiss-cpu) and report its "
                         "recall@10 against exact search on up to 200 indexed images as queries")
+    b.add_argument("--ivfpq", action="store_true",
+                   help="also build a compressed faiss IVF-PQ index (for corpora past memory; "
+                        "search --backend ivfpq) and report its recall@10 against exact search")
+    b.add_argument("--nlist", type=int, default=None, help="IVF-PQ lists (default ~4 sqrt(rows))")
+    b.add_argument("--pq-m", type=int, default=None,
+                   help="IVF-PQ bytes per vector (a divisor of the embedding size; default D/10)")
+    b.add_argument("--nprobe", type=int, default=None,
+                   help="IVF-PQ lists searched per query (default nlist/8; stored in the index)")
     b.set_defaults(func=run_index_build)
     index.set_defaults(func=lambda args: (index.print_help(), 2)[1])
 
@@ -53,8 +64,9 @@ def register(subparsers) -> None:
                         "average over the templates given (repeatable), e.g. "
                         "--text-template 'a {} circle' --text-template 'a {} square'")
     s.add_argument("--top-k", type=int, default=5, help="results to show (default 5)")
-    s.add_argument("--backend", choices=("exact", "faiss"), default="exact",
-                   help="exact chunked search, or approximate HNSW (needs faiss-cpu)")
+    s.add_argument("--backend", choices=("exact", "faiss", "ivfpq"), default="exact",
+                   help="exact chunked search, approximate HNSW (needs faiss-cpu), or the IVF-PQ "
+                        "index built with `index build --ivfpq`")
     s.add_argument("--model", default=None,
                    help="model to embed the query (default: the one that built the index)")
     s.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -62,6 +74,37 @@ def register(subparsers) -> None:
 
 
 def run_index_build(args) -> int:
+    if args.from_embeddings:
+        if args.images:
+            print("align-tf index build: give images or --from-embeddings, not both",
+                  file=sys.stderr)
+            return 2
+        index = index_from_embeddings(args)
+    else:
+        if not args.images:
+            print("align-tf index build: give images (or --from-embeddings DIR)", file=sys.stderr)
+            return 2
+        index = index_from_images(args)
+    print(f"index {args.output}: {len(index)} images, {index.dim}-d {index.dtype}, "
+          f"{len(index.shards)} shard(s)")
+    report_approximate_indexes(index, args)
+    return 0
+
+
+def index_from_embeddings(args):
+    from align_tf.applications.search import EmbeddingIndex
+    from align_tf.corpus.shards import iter_embedding_shards, read_manifest
+
+    manifest = read_manifest(args.from_embeddings)
+    dtype = "float16" if args.float16 else (manifest or {}).get("dtype", "float32")
+    # The checkpoint the corpus came from embeds `align-tf search` queries; a corpus embedded
+    # by a SavedModel or a server has none (search then needs --model).
+    model = ((manifest or {}).get("model") or {}).get("checkpoint")
+    return EmbeddingIndex.build_from_shards(iter_embedding_shards(args.from_embeddings),
+                                            args.output, dtype=dtype, model=model)
+
+
+def index_from_images(args):
     from align_tf.cli.evaluate import embedder_for
     from align_tf.applications.image_files import find_images
     from align_tf.applications.search import EmbeddingIndex
@@ -75,17 +118,27 @@ def run_index_build(args) -> int:
                                  dtype="float16" if args.float16 else "float32",
                                  batch_size=args.batch_size, shard_size=args.shard_size,
                                  progress=len(paths) > 48, model=model, resume=not args.restart)
-    print(f"index {args.output}: {len(index)} images, {index.dim}-d {index.dtype}, "
-          f"{len(index.shards)} shard(s)")
-    if args.faiss:
-        import numpy as np
+    return index
 
-        sample = np.random.default_rng(0).choice(len(index), min(200, len(index)), replace=False)
-        k = min(10, len(index))
+
+def report_approximate_indexes(index, args) -> None:
+    """Build the approximate indexes asked for and print their recall@10 against exact search,
+    with up to 200 indexed rows as queries."""
+    import numpy as np
+
+    sample = np.random.default_rng(0).choice(len(index), min(200, len(index)), replace=False)
+    k = min(10, len(index))
+    if args.ivfpq:
+        settings = index.build_ivfpq(nlist=args.nlist, m=args.pq_m, nprobe=args.nprobe)
+        recall = index.approximate_recall(index.rows(sample), k=k, backend="ivfpq")
+        print(f"faiss IVF-PQ index built (nlist {settings['nlist']}, m {settings['m']}, "
+              f"{settings['nbits']} bits, nprobe {settings['nprobe']}, "
+              f"{settings['bytes_per_row']:g} bytes/row); recall@{k} against exact search on "
+              f"{len(sample)} indexed images as queries: {recall:.3f}")
+    if args.faiss:
         recall = index.approximate_recall(index.rows(sample), k=k)
         print(f"faiss HNSW index built; recall@{k} against exact search on {len(sample)} "
               f"indexed images as queries: {recall:.3f}")
-    return 0
 
 
 def run_search(args) -> int:
