@@ -7,6 +7,7 @@ import os
 import shutil
 from typing import Iterable, Sequence
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_text as tf_text
 
@@ -111,8 +112,8 @@ class AlignTokenizer(tf.Module):
         if vocab_file is not None:
             vocabulary = read_vocabulary(vocab_file)
         vocabulary = list(vocabulary)
-        if padding not in ("max_length", "longest"):
-            raise ValueError(f"padding must be 'max_length' or 'longest', got {padding!r}")
+        if padding not in ("max_length", "longest", "do_not_pad"):
+            raise ValueError(f"padding must be 'max_length', 'longest' or 'do_not_pad', got {padding!r}")
         if not isinstance(max_length, int) or max_length < 2:
             raise ValueError(f"max_length must be an int >= 2 (room for [CLS] and [SEP]), got {max_length!r}")
         index = {token: i for i, token in enumerate(vocabulary)}
@@ -199,19 +200,25 @@ class AlignTokenizer(tf.Module):
             flat = tf.where(tf.equal(flat, f"{_SPECIAL_MARK}{n}"), token, flat)
         return words.with_flat_values(flat)
 
-    def tokenize(self, texts: tf.Tensor) -> dict[str, tf.Tensor]:
-        """Graph-safe core: string [M] -> dict of int32 [M, L]."""
+    def tokenize(self, texts: tf.Tensor, padding: str | None = None, max_length: int | None = None,
+                 truncation: bool | None = None) -> dict[str, tf.Tensor]:
+        """Graph-safe core: string [M] -> dict of int32 [M, L] (ragged [M, None] with
+        padding="do_not_pad"). Options default to the tokenizer's own."""
+        padding = self.padding if padding is None else padding
+        max_length = self.max_length if max_length is None else max_length
+        truncation = self.truncation if truncation is None else truncation
         texts = tf.convert_to_tensor(texts, tf.string)
         pieces = self._wordpiece.tokenize(self.words(texts)).merge_dims(1, 2)
-        if self.truncation:
-            pieces = pieces[:, : self.max_length - 2]
+        if truncation:
+            pieces = pieces[:, : max_length - 2]
         lengths = tf.cast(pieces.row_lengths(), tf.int32)[:, tf.newaxis]
-        if self.padding == "max_length" and self.truncation:
-            width = self.max_length
+        fixed = padding == "max_length" and truncation
+        if fixed:
+            width = max_length
         else:
             width = tf.reduce_max(tf.concat([lengths[:, 0] + 2, [2]], 0))
-            if self.padding == "max_length":
-                width = tf.maximum(width, self.max_length)
+            if padding == "max_length":
+                width = tf.maximum(width, max_length)
         batch = tf.shape(texts)[0]
         # Dense assembly ([CLS] body, [SEP] written at each row's end): concatenating ragged rows
         # would transpose int64 row splits, which oneDNN does not support (and logs about).
@@ -221,30 +228,38 @@ class AlignTokenizer(tf.Module):
         positions = tf.range(width)[tf.newaxis, :]
         input_ids = tf.where(positions == lengths + 1, self.sep_token_id, input_ids)
         attention_mask = tf.cast(positions < lengths + 2, tf.int32)
-        if self.padding == "max_length" and self.truncation:
-            input_ids = tf.ensure_shape(input_ids, [None, self.max_length])
-            attention_mask = tf.ensure_shape(attention_mask, [None, self.max_length])
-        return {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            "token_type_ids": tf.zeros_like(input_ids),
-        }
+        if fixed:
+            input_ids = tf.ensure_shape(input_ids, [None, max_length])
+            attention_mask = tf.ensure_shape(attention_mask, [None, max_length])
+        out = {"input_ids": input_ids, "attention_mask": attention_mask,
+               "token_type_ids": tf.zeros_like(input_ids)}
+        if padding == "do_not_pad":
+            out = {k: tf.RaggedTensor.from_tensor(v, lengths=lengths[:, 0] + 2) for k, v in out.items()}
+        return out
 
     # ----------------------------------------------------------------------------- public call
-    def __call__(self, texts) -> dict[str, tf.Tensor]:
+    def __call__(self, texts, padding=None, max_length=None, truncation=None,
+                 return_attention_mask=None, return_token_type_ids=None, return_tensors="tf"):
         """Tokenize a str, a list of str, or a string tensor ([M] -> [M, L]; a scalar -> [L]).
 
         A Python str is a batch of one ([1, L]); a scalar tensor (one `tf.data` element) gives [L].
+        The call-time options are transformers' (`padding`: True / "longest", "max_length",
+        False / "do_not_pad"; `max_length`; `truncation`; `return_attention_mask`,
+        `return_token_type_ids`; `return_tensors`: "tf", "np", "jax" or None for lists); left
+        out, the tokenizer's own settings apply.
         """
+        options = call_options(padding, max_length, truncation)
         if isinstance(texts, (tf.Tensor, tf.Variable)) or tf.is_symbolic_tensor(texts):
             texts = tf.convert_to_tensor(texts)
             if texts.dtype != tf.string:
                 raise TextInputError(f"texts must be a string tensor, got dtype {texts.dtype.name}")
             if texts.shape.rank == 0:
-                return {k: v[0] for k, v in self._run(texts[tf.newaxis]).items()}
+                out = {k: v[0] for k, v in self._run(texts[tf.newaxis], options).items()}
+                return self._finish(out, return_attention_mask, return_token_type_ids, return_tensors)
             if texts.shape.rank not in (None, 1):
                 raise ValueError(f"texts must be a scalar or a vector of strings, got shape {texts.shape}")
-            return self._run(texts)
+            return self._finish(self._run(texts, options), return_attention_mask,
+                                return_token_type_ids, return_tensors)
         if isinstance(texts, (str, bytes)):
             texts = [texts]
         if not isinstance(texts, (list, tuple)):
@@ -255,12 +270,64 @@ class AlignTokenizer(tf.Module):
         for i, text in enumerate(texts):
             if not isinstance(text, (str, bytes)):
                 raise TextInputError(f"text {i} of {len(texts)} is not a string (got {type(text).__name__})")
-        return self._run(tf.constant(list(texts), dtype=tf.string, shape=[len(texts)]))
+        out = self._run(tf.constant(list(texts), dtype=tf.string, shape=[len(texts)]), options)
+        return self._finish(out, return_attention_mask, return_token_type_ids, return_tensors)
 
-    def _run(self, texts: tf.Tensor) -> dict[str, tf.Tensor]:
-        if tf.executing_eagerly():
+    def _run(self, texts: tf.Tensor, options: dict | None = None) -> dict[str, tf.Tensor]:
+        options = {k: v for k, v in (options or {}).items() if v is not None}
+        if not tf.executing_eagerly():
+            return self.tokenize(texts, **options)
+        if not options:
             return self._tokenize_batch(texts)
-        return self.tokenize(texts)
+        key = tuple(sorted(options.items()))
+        cache = self.__dict__.setdefault("_tokenize_with_options", {})
+        if key not in cache:  # one traced graph per set of call-time options
+            cache[key] = tf.function(lambda t: self.tokenize(t, **options),
+                                     input_signature=[tf.TensorSpec([None], tf.string)])
+        return cache[key](texts)
+
+    def _finish(self, out, return_attention_mask, return_token_type_ids, return_tensors):
+        if return_attention_mask is False:
+            out.pop("attention_mask")
+        if return_token_type_ids is False:
+            out.pop("token_type_ids")
+        return convert_tensors(out, return_tensors)
+
+    # ----------------------------------------------------------------------------- decoding
+    def decode(self, token_ids, skip_special_tokens: bool = False,
+               clean_up_tokenization_spaces: bool = True) -> str:
+        """Ids back to text as transformers' BERT tokenizers do: WordPiece pieces joined
+        (`##` continuations glued), special tokens dropped with `skip_special_tokens`, and
+        the spaces before punctuation and English contractions removed with
+        `clean_up_tokenization_spaces`."""
+        ids = [int(i) for i in np.asarray(_as_numpy(token_ids)).reshape(-1)]
+        if skip_special_tokens:
+            special = {self._index().get(t) for t in self._special_tokens}
+            ids = [i for i in ids if i not in special]
+        # As the `tokenizers` WordPiece decoder: "##" glues a piece to the previous one (not the
+        # first piece), and each piece gets its own clean-up, whatever the option says.
+        pieces = []
+        for i, token in enumerate(self.convert_ids_to_tokens(ids)):
+            if i > 0:
+                token = token[2:] if token.startswith("##") else " " + token
+            pieces.append(_replace_all(token, _WORDPIECE_CLEANUP))
+        text = "".join(pieces)
+        if clean_up_tokenization_spaces:
+            text = clean_up_tokenization(text)
+        return text
+
+    def batch_decode(self, sequences, skip_special_tokens: bool = False,
+                     clean_up_tokenization_spaces: bool = True) -> list[str]:
+        """`decode` for each row of a [M, L] array / tensor, a ragged tensor or a list of lists."""
+        if isinstance(sequences, tf.RaggedTensor):
+            sequences = sequences.to_list()
+        return [self.decode(row, skip_special_tokens, clean_up_tokenization_spaces)
+                for row in _as_numpy(sequences)]
+
+    def _index(self) -> dict:
+        if "_token_index" not in self.__dict__:
+            self.__dict__["_token_index"] = {t: i for i, t in enumerate(self._vocabulary)}
+        return self.__dict__["_token_index"]
 
     # ----------------------------------------------------------------------------- files
     def get_config(self) -> dict:
@@ -334,6 +401,84 @@ class AlignTokenizer(tf.Module):
             f"AlignTokenizer(vocab_size={self.vocab_size}, max_length={self.max_length}, "
             f"padding={self.padding!r}, truncation={self.truncation}, do_lower_case={self.do_lower_case})"
         )
+
+
+PADDING = {True: "longest", "longest": "longest", "max_length": "max_length",
+           False: "do_not_pad", "do_not_pad": "do_not_pad"}
+TRUNCATION = {True: True, "longest_first": True, "only_first": True, False: False,
+              "do_not_truncate": False}
+RETURN_TENSORS = ("tf", "np", "jax", None)
+
+
+def call_options(padding=None, max_length=None, truncation=None) -> dict:
+    """transformers' call-time tokenizer options as this tokenizer's (None: not given)."""
+    if padding is not None and (isinstance(padding, (list, dict)) or padding not in PADDING):
+        raise ValueError(f"padding must be True / 'longest', 'max_length' or False / 'do_not_pad', "
+                         f"got {padding!r}")
+    if truncation is not None and (isinstance(truncation, (list, dict)) or truncation not in TRUNCATION):
+        raise ValueError(f"truncation must be True / 'longest_first' / 'only_first' or False / "
+                         f"'do_not_truncate' (one sequence per text), got {truncation!r}")
+    if max_length is not None and (not isinstance(max_length, int) or isinstance(max_length, bool)
+                                   or max_length < 2):
+        raise ValueError(f"max_length must be an int >= 2 (room for [CLS] and [SEP]), got {max_length!r}")
+    padding = PADDING.get(padding) if padding is not None else None
+    if truncation is None and (padding is not None or max_length is not None):
+        # transformers' rule when an option is given at call time but truncation is not: it
+        # truncates only to a max_length given without padding.
+        truncation = max_length is not None and padding in (None, "do_not_pad")
+    return {"padding": padding, "max_length": max_length,
+            "truncation": TRUNCATION.get(truncation) if truncation is not None else None}
+
+
+def convert_tensors(out: dict, return_tensors="tf") -> dict:
+    """A dict of tf tensors as `return_tensors` asks: "tf" as is, "np" / "jax" arrays, None
+    lists. Ragged rows (no padding) become a list of 1-D arrays (or of lists)."""
+    if return_tensors not in RETURN_TENSORS:
+        raise ValueError(f"return_tensors must be one of {RETURN_TENSORS}, got {return_tensors!r}")
+    if return_tensors == "tf":
+        return out
+    if return_tensors == "jax":
+        try:
+            import jax.numpy as jnp
+        except ImportError:
+            raise ImportError("return_tensors='jax' needs jax installed") from None
+        to_array = jnp.asarray
+    else:
+        to_array = np.asarray
+
+    def convert(value):
+        if isinstance(value, tf.RaggedTensor):
+            rows = value.to_list()
+            return rows if return_tensors is None else [to_array(np.asarray(r, np.int32)) for r in rows]
+        array = value.numpy()
+        return array.tolist() if return_tensors is None else to_array(array)
+
+    return {k: convert(v) for k, v in out.items()}
+
+
+_CLEANUP = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
+            (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"))
+# The `tokenizers` WordPiece decoder's per-piece list has one more entry.
+_WORDPIECE_CLEANUP = _CLEANUP[:7] + ((" do not", " don't"),) + _CLEANUP[7:]
+
+
+def _replace_all(text: str, pairs) -> str:
+    for before, after in pairs:
+        text = text.replace(before, after)
+    return text
+
+
+def clean_up_tokenization(text: str) -> str:
+    """transformers' `clean_up_tokenization`: no space before . ? ! , and English contractions."""
+    return _replace_all(text, _CLEANUP)
+
+
+def _as_numpy(value):
+    if isinstance(value, (tf.Tensor, tf.Variable)):
+        return value.numpy()
+    if hasattr(value, "tolist") and not isinstance(value, np.ndarray):  # torch / jax arrays
+        return np.asarray(value.tolist())
+    return value
 
 
 def read_vocabulary(vocab_file: str) -> list[str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.resources
 import json
-import random
 import shutil
 import unicodedata
 
@@ -13,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 from align_tf.preprocessing.tokenizer import AlignTokenizer, TextInputError
+from support import build_corpus
 
 # align-base's tokenizer_config.json (kakaobrain/align-base).
 ALIGN_BASE_TOKENIZER_CONFIG = {
@@ -55,123 +55,6 @@ def hf_tokenizer(align_base_folder):
     assert reference("Hello, World!")["input_ids"] == [101, 7592, 1010, 2088, 999, 102]
     return reference
 
-
-
-_WORDS = (
-    "a an the of in on with at by from two three dog dogs cat cats sitting running red blue green "
-    "photo picture image man woman child children street city beach mountain snow car bicycle "
-    "table food pizza plate kitchen airplane sky tree river boat train station playing ball field "
-    "unbelievably antidisestablishmentarianism photosynthesis xylophone quizzically"
-).split()
-
-_FIXED = [
-    "",
-    " ",
-    "\t\n\r",
-    "Hello, World!",
-    "a photo of a cat",
-    "a photo of a dog",
-    # accents and case
-    "Café naïve résumé Ångström Søren Zoë façade jalapeño crème brûlée",
-    "ÀÁÂÃÄÅ àáâãäå ÈÉÊË ÌÍÎÏ ÑÒÓÔÕÖ ÙÚÛÜ Ýÿ Œœ Ææ Ðð Þþ ß ẞ",
-    "İstanbul ıi ǅungla ǈ ǋ Ǳ",
-    "ΟΔΟΣ ὈΔΌΣ Σίσυφος ΣΟΦΟΣ σοφός ας",
-    "Ünïcödé e\u0301 e\u0300\u0301 o\u0308\u0304 a\u0328\u0301",
-    "Москва́ Кирилли́ца ЁЖИК ёжик Україна",
-    # CJK and other scripts
-    "我爱北京天安门 中文字符测试",
-    "日本語のテキスト、カタカナとひらがな。",
-    "한국어 텍스트 처리 테스트",
-    "混合 text 和 English 文字",
-    "𠀀𠀁 𪜀 𫝀 𫠠 𬺰 丽 豈",
-    "ภาษาไทย ไม่มีช่องว่าง",
-    "العربية مرحبا بالعالم",
-    "עברית שלום",
-    "हिन्दी देवनागरी",
-    # punctuation
-    "Hello!!! What?? Yes... No; maybe: (really) [sure] {ok} <tag> \"quoted\" 'single'",
-    "“Curly quotes” ‘single’ — em dash – en dash … ellipsis «guillemets» ¿Qué? ¡Sí!",
-    "a-b_c+d=e*f/g\\h|i~j`k^l@m#n$o%p&q",
-    "C++ C# F# .NET node.js e-mail x86_64",
-    # control characters
-    "bell\x07char nul\x00char esc\x1b[31mred\x1b[0m del\x7fchar",
-    "line1\nline2\r\nline3\ttabbed\x0bvt\x0cff\x1cfs\x85nel",
-    "\x01\x02\x03\x04 markers \x01 0 \x011 \x03a \x04b",
-    # over-long words
-    "a" * 100,
-    "a" * 101,
-    "word " + "x" * 150 + " word",
-    "é" * 101,
-    "ü" * 60,
-    "日" * 120,
-    "ab" * 60 + "," + "cd" * 20,
-    "supercalifragilisticexpialidocious" * 3,
-    # emoji
-    "I love it 😀😃😄 👍🏽 👨‍👩‍👧‍👦 🇫🇷🇯🇵 ❤️ ☕ 🎉🎂",
-    "emoji🙂inside🙃words 🥰🥳🦄 🫠",
-    # zero-width and non-breaking spaces
-    "zero\u200bwidth\u200cnon\u200djoiner\u2060word\ufeffbom",
-    "non\u00a0breaking\u202fnarrow\u2009thin\u3000ideographic\u2028line\u2029para",
-    "\u00a0\u00a0leading and trailing\u00a0\u00a0",
-    # URLs, e-mails, numbers
-    "https://www.example.com/path/to/page?query=1&b=two#fragment",
-    "http://user:pass@host.example.org:8080/a_b-c.d?x=%20y",
-    "contact me at first.last+tag@example.co.uk",
-    "1,000,000.50 3.14159 1 000 000 12'345 1.234,56 € $9.99 50% 1e-5 0x1F 2024-01-31",
-    "Price: ¥1,234 £56.78 ₹1,00,000 ₩5000",
-    # special tokens written in the text
-    "[CLS] hello [SEP] world [MASK] [PAD] [UNK]",
-    "a[MASK]b x[SEP]y [mask] [ MASK ] [[MASK]]",
-    # mixed
-    "THE QUICK BROWN FOX JUMPS OVER THE LAZY DOG",
-    "The Quick Brown Fox Jumps Over The Lazy Dog.",
-    "Ｆｕｌｌｗｉｄｔｈ ｔｅｘｔ １２３ ﬁ ﬂ ﬃ ℌ ℍ ① ²",
-    "Math: ∑ ∫ √ ≤ ≥ ≠ ∞ π ∂ ∆ ∇ ∈ ∉ ⊂ ⊃ ∪ ∩",
-    "Arrows → ← ↑ ↓ ⇒ ⇔ and boxes ■□▪▫ ●○",
-]
-
-# Sets of characters mixed at random into the fuzz part of the corpus.
-_ALPHABETS = [
-    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ",
-    "0123456789",
-    " " * 10,
-    ".,;:!?'\"()[]{}<>-_/\\@#$%^&*+=~`|",
-    "áéíóúàèìòùâêîôûäëïöüãõñçÅåØøÆæŒœßÉÈÊË",
-    "αβγδεζηθικλμνξοπρστυφχψωΑΒΓΔΕΖΗΘΣΩάέήίόύώς",
-    "абвгдежзийклмнопрстуфхцчшщъыьэюяАБВГДЁЖЗ",
-    "的一是不了人我在有他这为之大来以个中上们",
-    "あいうえおかきくけこアイウエオカキクケコ",
-    "가나다라마바사아자차카타파하",
-    "😀😂🥰👍🏽❤️🎉🌍🚀✨🔥",
-    "\u200b\u200c\u200d\u2060\ufeff\u00a0\u202f\u2009\u3000\t\n\x00\x07\x1b\x7f\x85",
-    "“”‘’—–…«»¿¡•·§¶†‡",
-    "\u0301\u0300\u0308\u0327\u0303\u030a\u0323",
-]
-
-
-def build_corpus(size: int = 1200, seed: int = 0) -> list[str]:
-    """Fixed hard cases, captions, long texts (> 64 tokens) and random mixes; deterministic."""
-    rng = random.Random(seed)
-    corpus = list(_FIXED)
-    for _ in range(200):  # caption-like sentences
-        n = rng.randint(3, 15)
-        words = [rng.choice(_WORDS) for _ in range(n)]
-        if rng.random() < 0.5:
-            words[0] = words[0].capitalize()
-        corpus.append(" ".join(words) + rng.choice(["", ".", "!", " ?"]))
-    for _ in range(60):  # longer than 64 wordpieces
-        corpus.append(" ".join(rng.choice(_WORDS) for _ in range(rng.randint(60, 140))))
-    for _ in range(60):  # every fixed case glued to a caption
-        corpus.append(rng.choice(_FIXED[3:]) + " " + " ".join(rng.choice(_WORDS) for _ in range(5)))
-    while len(corpus) < size:  # random mixes of alphabets, including random code points
-        parts = []
-        for _ in range(rng.randint(1, 40)):
-            if rng.random() < 0.1:
-                parts.append(chr(rng.choice([rng.randint(0x20, 0xD7FF), rng.randint(0xE000, 0x10FFFF)])))
-            else:
-                parts.append(rng.choice(rng.choice(_ALPHABETS)))
-        corpus.append("".join(parts))
-    return corpus
 
 
 @pytest.fixture(scope="module")
