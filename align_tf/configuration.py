@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
+import functools
 import json
 import os
-from typing import Any
+from typing import Any, ClassVar
 
 from align_tf.errors import ConfigError
 
@@ -21,20 +23,36 @@ ACTIVATIONS = (
 )
 
 
+def config_class(cls):
+    """Make `cls` a dataclass whose fields are the config's fields, listed once (name, type,
+    default), whose constructor also takes the fields HF writes but the model never reads
+    (torch_dtype, transformers_version, id2label, ...): they are kept in `extra`, so a config read
+    from HF is written back unchanged. `__post_init__` normalises and validates."""
+    cls = dataclasses.dataclass(eq=False, repr=False)(cls)
+    cls._fields = tuple(f.name for f in dataclasses.fields(cls))
+    init = cls.__init__
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        self.extra = {k: kwargs.pop(k) for k in list(kwargs) if k not in self._fields}
+        self.extra.pop("model_type", None)
+        init(self, *args, **kwargs)
+
+    cls.__init__ = __init__
+    return cls
+
+
 class _ConfigBase:
     """Shared behaviour: dict / JSON round-trips that keep unknown HF fields untouched."""
 
-    model_type: str = ""
-    _fields: tuple[str, ...] = ()
-
-    def __init__(self, **extra: Any):
-        # Fields that HF writes but the model never reads (torch_dtype, transformers_version,
-        # id2label, ...) are kept so that a config read from HF is written back unchanged.
-        self.extra = {k: v for k, v in extra.items() if k != "model_type"}
+    model_type: ClassVar[str] = ""
+    _fields: ClassVar[tuple[str, ...]] = ()
 
     def to_dict(self) -> dict:
         out = dict(self.extra)
-        out.update({name: copy.deepcopy(getattr(self, name)) for name in self._fields})
+        for name in self._fields:
+            value = getattr(self, name)
+            out[name] = value.to_dict() if isinstance(value, _ConfigBase) else copy.deepcopy(value)
         out["model_type"] = self.model_type
         return out
 
@@ -113,50 +131,28 @@ def _probability(name: str, value) -> None:
         raise ConfigError(f"{name} must be a probability in [0, 1), got {value!r}")
 
 
+@config_class
 class AlignTextConfig(_ConfigBase):
     """BERT text tower. Also reads a plain HF `BertConfig` (model_type "bert")."""
 
-    model_type = "align_text_model"
-    _fields = (
-        "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-        "intermediate_size", "hidden_act", "hidden_dropout_prob", "attention_probs_dropout_prob",
-        "max_position_embeddings", "type_vocab_size", "initializer_range", "layer_norm_eps",
-        "pad_token_id", "position_embedding_type",
-    )
+    model_type: ClassVar[str] = "align_text_model"
 
-    def __init__(
-        self,
-        vocab_size: int = 30522,
-        hidden_size: int = 768,
-        num_hidden_layers: int = 12,
-        num_attention_heads: int = 12,
-        intermediate_size: int = 3072,
-        hidden_act: str = "gelu",
-        hidden_dropout_prob: float = 0.1,
-        attention_probs_dropout_prob: float = 0.1,
-        max_position_embeddings: int = 512,
-        type_vocab_size: int = 2,
-        initializer_range: float = 0.02,
-        layer_norm_eps: float = 1e-12,
-        pad_token_id: int = 0,
-        position_embedding_type: str = "absolute",
-        **extra: Any,
-    ):
-        super().__init__(**extra)
-        self.vocab_size = vocab_size
-        self.hidden_size = hidden_size
-        self.num_hidden_layers = num_hidden_layers
-        self.num_attention_heads = num_attention_heads
-        self.intermediate_size = intermediate_size
-        self.hidden_act = hidden_act
-        self.hidden_dropout_prob = hidden_dropout_prob
-        self.attention_probs_dropout_prob = attention_probs_dropout_prob
-        self.max_position_embeddings = max_position_embeddings
-        self.type_vocab_size = type_vocab_size
-        self.initializer_range = initializer_range
-        self.layer_norm_eps = layer_norm_eps
-        self.pad_token_id = pad_token_id
-        self.position_embedding_type = position_embedding_type
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-12
+    pad_token_id: int = 0
+    position_embedding_type: str = "absolute"
+
+    def __post_init__(self):
         self.validate()
 
     def validate(self) -> None:
@@ -184,65 +180,38 @@ class AlignTextConfig(_ConfigBase):
         return self.hidden_size // self.num_attention_heads
 
 
+@config_class
 class AlignVisionConfig(_ConfigBase):
     """EfficientNet image tower (B7 trunk for align-base)."""
 
-    model_type = "align_vision_model"
-    _fields = (
-        "num_channels", "image_size", "width_coefficient", "depth_coefficient", "depth_divisor",
-        "kernel_sizes", "in_channels", "out_channels", "depthwise_padding", "strides",
-        "num_block_repeats", "expand_ratios", "squeeze_expansion_ratio", "hidden_act",
-        "hidden_dim", "pooling_type", "initializer_range", "batch_norm_eps",
-        "batch_norm_momentum", "drop_connect_rate",
-    )
-    _list_fields = ("kernel_sizes", "in_channels", "out_channels", "strides",
-                    "num_block_repeats", "expand_ratios")
+    model_type: ClassVar[str] = "align_vision_model"
+    _list_fields: ClassVar[tuple[str, ...]] = ("kernel_sizes", "in_channels", "out_channels",
+                                               "strides", "num_block_repeats", "expand_ratios")
 
-    def __init__(
-        self,
-        num_channels: int = 3,
-        image_size: int = 289,
-        width_coefficient: float = 2.0,
-        depth_coefficient: float = 3.1,
-        depth_divisor: int = 8,
-        kernel_sizes: list[int] = (3, 3, 5, 3, 5, 5, 3),
-        in_channels: list[int] = (32, 16, 24, 40, 80, 112, 192),
-        out_channels: list[int] = (16, 24, 40, 80, 112, 192, 320),
-        depthwise_padding: list[int] = (),
-        strides: list[int] = (1, 2, 2, 2, 1, 2, 1),
-        num_block_repeats: list[int] = (1, 2, 2, 3, 3, 4, 1),
-        expand_ratios: list[int] = (1, 6, 6, 6, 6, 6, 6),
-        squeeze_expansion_ratio: float = 0.25,
-        hidden_act: str = "swish",
-        hidden_dim: int = 640,
-        pooling_type: str = "mean",
-        initializer_range: float = 0.02,
-        batch_norm_eps: float = 1e-3,
-        batch_norm_momentum: float = 0.99,
-        drop_connect_rate: float = 0.2,
-        **extra: Any,
-    ):
-        super().__init__(**extra)
-        self.num_channels = num_channels
-        self.image_size = image_size
-        self.width_coefficient = width_coefficient
-        self.depth_coefficient = depth_coefficient
-        self.depth_divisor = depth_divisor
-        self.kernel_sizes = list(kernel_sizes)
-        self.in_channels = list(in_channels)
-        self.out_channels = list(out_channels)
-        self.depthwise_padding = list(depthwise_padding)
-        self.strides = list(strides)
-        self.num_block_repeats = list(num_block_repeats)
-        self.expand_ratios = list(expand_ratios)
-        self.squeeze_expansion_ratio = squeeze_expansion_ratio
-        self.hidden_act = hidden_act
-        self.hidden_dim = hidden_dim
-        self.pooling_type = pooling_type
-        self.initializer_range = initializer_range
-        self.batch_norm_eps = batch_norm_eps
-        self.batch_norm_momentum = batch_norm_momentum
-        self.drop_connect_rate = drop_connect_rate
+    num_channels: int = 3
+    image_size: int = 289
+    width_coefficient: float = 2.0
+    depth_coefficient: float = 3.1
+    depth_divisor: int = 8
+    kernel_sizes: list[int] = (3, 3, 5, 3, 5, 5, 3)
+    in_channels: list[int] = (32, 16, 24, 40, 80, 112, 192)
+    out_channels: list[int] = (16, 24, 40, 80, 112, 192, 320)
+    depthwise_padding: list[int] = ()
+    strides: list[int] = (1, 2, 2, 2, 1, 2, 1)
+    num_block_repeats: list[int] = (1, 2, 2, 3, 3, 4, 1)
+    expand_ratios: list[int] = (1, 6, 6, 6, 6, 6, 6)
+    squeeze_expansion_ratio: float = 0.25
+    hidden_act: str = "swish"
+    hidden_dim: int = 640
+    pooling_type: str = "mean"
+    initializer_range: float = 0.02
+    batch_norm_eps: float = 1e-3
+    batch_norm_momentum: float = 0.99
+    drop_connect_rate: float = 0.2
+
+    def __post_init__(self):
+        for name in self._list_fields + ("depthwise_padding",):  # tuples (defaults, JSON) -> lists
+            setattr(self, name, list(getattr(self, name)))
         self.validate()
 
     def validate(self) -> None:
@@ -293,44 +262,30 @@ class AlignVisionConfig(_ConfigBase):
         return self.round_filters(self.out_channels[-1])
 
 
+@config_class
 class AlignConfig(_ConfigBase):
     """The joint model: both towers, the text projection and the temperature."""
 
-    model_type = "align"
-    _fields = ("projection_dim", "temperature_init_value", "initializer_range")
+    model_type: ClassVar[str] = "align"
 
-    def __init__(
-        self,
-        text_config: AlignTextConfig | dict | None = None,
-        vision_config: AlignVisionConfig | dict | None = None,
-        projection_dim: int = 640,
-        temperature_init_value: float = 1.0,
-        initializer_range: float = 0.02,
-        **extra: Any,
-    ):
-        super().__init__(**extra)
-        text_config = AlignTextConfig.coerce(text_config)
-        vision_config = AlignVisionConfig.coerce(vision_config)
-        self.text_config = text_config
-        self.vision_config = vision_config
-        self.projection_dim = projection_dim
-        self.temperature_init_value = temperature_init_value
-        self.initializer_range = initializer_range
-        _positive("projection_dim", projection_dim)
-        _positive("temperature_init_value", temperature_init_value)
-        if vision_config.output_channels != projection_dim:
+    text_config: AlignTextConfig | dict | None = None
+    vision_config: AlignVisionConfig | dict | None = None
+    projection_dim: int = 640
+    temperature_init_value: float = 1.0
+    initializer_range: float = 0.02
+
+    def __post_init__(self):
+        self.text_config = AlignTextConfig.coerce(self.text_config)
+        self.vision_config = AlignVisionConfig.coerce(self.vision_config)
+        _positive("projection_dim", self.projection_dim)
+        _positive("temperature_init_value", self.temperature_init_value)
+        if self.vision_config.output_channels != self.projection_dim:
             # The image embedding is the pooled trunk output: it has no projection, so its
             # width must equal the text projection's for the dot product to exist.
             raise ConfigError(
-                f"projection_dim ({projection_dim}) must equal the vision tower's output width "
-                f"({vision_config.output_channels} = round_filters(out_channels[-1]))"
+                f"projection_dim ({self.projection_dim}) must equal the vision tower's output "
+                f"width ({self.vision_config.output_channels} = round_filters(out_channels[-1]))"
             )
-
-    def to_dict(self) -> dict:
-        out = super().to_dict()
-        out["text_config"] = self.text_config.to_dict()
-        out["vision_config"] = self.vision_config.to_dict()
-        return out
 
     @classmethod
     def from_text_vision_configs(cls, text_config, vision_config, **kwargs):
