@@ -70,6 +70,13 @@ def register(subparsers) -> None:
                        help="MonitoringConfig text proto; prometheus_config serves request counts")
     serve.add_argument("--tensorflow_intra_op_parallelism", type=int, default=0)
     serve.add_argument("--tensorflow_inter_op_parallelism", type=int, default=0)
+    serve.add_argument("--enable_serialization_as_tensor_content", type=_flag_bool, nargs="?", const=True,
+                       default=False,
+                       help="gRPC outputs in tensor_content instead of the typed fields (float_val, ...) "
+                            "(default: false, as TF Serving)")
+    serve.add_argument("--rest_api_timeout_in_ms", type=int, default=30000,
+                       help="REST: a client silent this long is answered 408 and disconnected "
+                            "(default: %(default)s)")
     # Not tensorflow_model_server flags: this server's own.
     serve.add_argument("--bind_address", default="127.0.0.1",
                        help="[local server only] address to listen on; 0.0.0.0 for all "

@@ -17,8 +17,10 @@ import numpy as np
 
 from align_tf.errors import InputError, ServingError  # noqa: F401  (public here too)
 from align_tf.protocol import encode_images  # noqa: F401  (public here too)
-from align_tf.serving.json_tensor import array_to_json, reply_to_arrays
+from align_tf.serving.json_tensor import predict_request_json, reply_to_arrays
+from align_tf.serving.limits import RequestLimits
 from align_tf.serving.status_codes import CODE_BY_HTTP
+from align_tf.serving.tensor_proto import decode_tensors
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
@@ -56,6 +58,10 @@ class AlignServingClient:
         self.retries = retries
         self.backoff = backoff
         self.max_message_bytes = max_message_bytes
+        # The bounds the server holds requests to, held here to what users pass and what
+        # replies carry: no rank past 32, nothing decoded past the message size.
+        self.limits = RequestLimits(max_message_bytes=max_message_bytes,
+                                    max_decoded_bytes=max_message_bytes, max_batch_size=None)
         self._signatures = None
         self.served_version: int | None = None  # from the last gRPC Predict response
         if protocol == "grpc":
@@ -110,9 +116,25 @@ class AlignServingClient:
         """Run any signature: `inputs` maps input names to arrays (string inputs: object arrays
         of bytes). Returns every output as a numpy array."""
         inputs = {k: (v if isinstance(v, np.ndarray) else np.asarray(v)) for k, v in inputs.items()}
+        self._check_inputs(inputs)
         if self.protocol == "grpc":
             return self._with_retries(lambda: self._grpc_predict(signature_name, inputs))
         return self._with_retries(lambda: self._rest_predict(signature_name, inputs, output_names))
+
+    def _check_inputs(self, inputs: dict) -> None:
+        """Refuse, before encoding anything, inputs the server would refuse for their size."""
+        total = 0
+        for name, array in inputs.items():
+            if array.ndim > self.limits.max_rank:
+                raise InputError(f"input {name!r}: {array.ndim} dimensions; at most {self.limits.max_rank}")
+            if array.dtype == object:
+                total += sum(len(v) if isinstance(v, (bytes, str)) else 0 for v in array.flat)
+            else:
+                total += array.nbytes
+        if total > self.max_message_bytes:
+            raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                               f"the inputs hold {total} bytes, more than max_message_bytes "
+                               f"{self.max_message_bytes}")
 
     def metadata(self) -> dict[str, dict]:
         """signature name -> {"inputs"/"outputs": {name: {"dtype", "shape"}}, "method_name"}.
@@ -208,7 +230,7 @@ class AlignServingClient:
             request.inputs[name].CopyFrom(tf.make_tensor_proto(array, dtype=dtype, shape=array.shape))
         response = self._grpc_call(self._predict_stub.Predict, request)
         self.served_version = response.model_spec.version.value
-        return {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
+        return decode_tensors(dict(response.outputs), self.limits, "reply")
 
     def _grpc_metadata(self):
         from tensorflow_serving.apis import get_model_metadata_pb2
@@ -240,8 +262,8 @@ class AlignServingClient:
             url += f"/labels/{self.version_label}"
         return url
 
-    def _http(self, url: str, body: dict | None = None) -> dict:
-        data = None if body is None else json.dumps(body).encode("utf-8")
+    def _http(self, url: str, body: str | None = None) -> dict:
+        data = None if body is None else body.encode("utf-8")
         if data is not None and len(data) > self.max_message_bytes:
             raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                f"request of {len(data)} bytes is larger than max_message_bytes "
@@ -250,9 +272,16 @@ class AlignServingClient:
                                          headers={"Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return json.loads(response.read())
+                data = response.read(self.max_message_bytes + 1)
+                if len(data) > self.max_message_bytes:
+                    raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                       f"{url}: reply larger than max_message_bytes {self.max_message_bytes}")
+                try:
+                    return json.loads(data)
+                except (ValueError, RecursionError) as e:
+                    raise ServingError(grpc.StatusCode.INTERNAL, f"{url}: reply is not JSON: {e}") from None
         except urllib.error.HTTPError as e:
-            text = e.read().decode("utf-8", "replace")
+            text = e.read(self.max_message_bytes).decode("utf-8", "replace")
             try:
                 message = json.loads(text).get("error", text)
             except (ValueError, AttributeError):
@@ -265,16 +294,14 @@ class AlignServingClient:
             raise ServingError(code, f"{url}: {reason}") from None
 
     def _rest_predict(self, signature_name, inputs, output_names):
-        body = {"signature_name": signature_name,
-                "inputs": {name: array_to_json(array, name) for name, array in inputs.items()}}
-        answer = self._http(f"{self._model_url()}:predict", body)
+        answer = self._http(f"{self._model_url()}:predict", predict_request_json(signature_name, inputs))
         outputs = answer["outputs"]
         if not isinstance(outputs, dict):  # a single output comes without its name
             if not output_names:
                 signature = (self._signatures or self.metadata())[signature_name]
                 output_names = list(signature["outputs"])
             outputs = {output_names[0]: outputs}
-        return {name: reply_to_arrays(value, name) for name, value in outputs.items()}
+        return {name: reply_to_arrays(value, name, self.limits) for name, value in outputs.items()}
 
     def _rest_metadata(self):
         from google.protobuf import json_format

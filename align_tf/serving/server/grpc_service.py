@@ -9,6 +9,7 @@ import grpc
 
 from align_tf.errors import ServingError
 from align_tf.serving.server import replies
+from align_tf.serving.tensor_proto import encode_tensor_proto
 from align_tf.serving.server.manager import ModelManager
 from align_tf.serving.server.model_config import model_configs_from_proto
 from align_tf.serving.server.versions import VersionState, invalid
@@ -30,41 +31,60 @@ def _abort(context, error: ServingError):
     context.abort(error.code, error.message)
 
 
-def make_prediction_servicer(manager: ModelManager):
-    import tensorflow as tf
-    from tensorflow.core.framework import types_pb2
-    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+def _model_spec(request):
+    """The request's ModelSpec, or INVALID_ARGUMENT "Missing ModelSpec" as TF Serving answers
+    (predict_impl.cc, get_model_status_impl.cc, get_model_metadata_impl.cc)."""
+    if not request.HasField("model_spec"):
+        raise invalid("Missing ModelSpec")
+    return request.model_spec
+
+
+def make_prediction_servicer(manager: ModelManager, tensor_content: bool = False):
+    """PredictionService. Outputs go in the typed fields (`float_val`, ...) as TF Serving writes
+    them by default, or in `tensor_content` (`--enable_serialization_as_tensor_content`)."""
+    from tensorflow_serving.apis import (classification_pb2, predict_pb2, prediction_service_pb2_grpc,
+                                         regression_pb2)
 
     class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         def Predict(self, request, context):
             try:
-                inputs = {}
-                for alias, proto in request.inputs.items():
-                    try:
-                        inputs[alias] = tf.make_ndarray(proto)
-                    except Exception:
-                        raise invalid(f"tensor parsing error: {alias}") from None
-                    if proto.dtype == types_pb2.DT_STRING and inputs[alias].dtype != object:
-                        inputs[alias] = inputs[alias].astype(object)
-                version, label = requested_version(request.model_spec)
+                spec = _model_spec(request)
+                version, label = requested_version(spec)
                 served_version, signature_name, outputs = manager.predict(
-                    request.model_spec.name, version, label, request.model_spec.signature_name,
-                    inputs, tuple(request.output_filter))
+                    spec.name, version, label, spec.signature_name, dict(request.inputs),
+                    tuple(request.output_filter))
             except ServingError as e:
                 return _abort(context, e)
             response = predict_pb2.PredictResponse(
-                model_spec=replies.model_spec(request.model_spec.name, served_version, signature_name))
+                model_spec=replies.model_spec(spec.name, served_version, signature_name))
             for alias, array in outputs.items():
-                response.outputs[alias].CopyFrom(tf.make_tensor_proto(array))
+                response.outputs[alias].CopyFrom(encode_tensor_proto(array, tensor_content))
             return response
 
         def GetModelMetadata(self, request, context):
             try:
-                version, label = requested_version(request.model_spec)
-                return replies.model_metadata_reply(manager, request.model_spec.name, version, label,
+                spec = _model_spec(request)
+                version, label = requested_version(spec)
+                return replies.model_metadata_reply(manager, spec.name, version, label,
                                                     request.metadata_field)
             except ServingError as e:
                 return _abort(context, e)
+
+        def _classify_or_regress(self, kind, request, context, empty):
+            try:
+                spec = _model_spec(request)
+                version, label = requested_version(spec)
+                manager.classify_or_regress(kind, spec.name, version, label, spec.signature_name)
+            except ServingError as e:
+                return _abort(context, e)
+            return empty
+
+        def Classify(self, request, context):
+            return self._classify_or_regress("classify", request, context,
+                                             classification_pb2.ClassificationResponse())
+
+        def Regress(self, request, context):
+            return self._classify_or_regress("regress", request, context, regression_pb2.RegressionResponse())
 
     return PredictionServicer()
 
@@ -75,8 +95,9 @@ def make_model_servicer(manager: ModelManager):
     class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         def GetModelStatus(self, request, context):
             try:
-                version, label = requested_version(request.model_spec)
-                return replies.model_status_reply(manager, request.model_spec.name, version, label)
+                spec = _model_spec(request)
+                version, _ = requested_version(spec)  # a label is ignored, as TF Serving does
+                return replies.model_status_reply(manager, spec.name, version)
             except ServingError as e:
                 return _abort(context, e)
 
@@ -91,7 +112,8 @@ def make_model_servicer(manager: ModelManager):
 
 
 def start_grpc_server(manager: ModelManager, address: str, max_message_bytes: int,
-                      max_threads: int, channel_arguments: list[tuple[str, int | str]] = ()):
+                      max_threads: int, channel_arguments: list[tuple[str, int | str]] = (),
+                      tensor_content: bool = False):
     from grpc_health.v1 import health, health_pb2_grpc
     from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
@@ -101,7 +123,7 @@ def start_grpc_server(manager: ModelManager, address: str, max_message_bytes: in
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="grpc"),
                          options=list(options.items()))
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        make_prediction_servicer(manager), server)
+        make_prediction_servicer(manager, tensor_content), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(make_model_servicer(manager), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -10,15 +10,14 @@ import threading
 from dataclasses import dataclass
 
 from align_tf.errors import ServerConfigError
+from align_tf.serving.limits import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_MESSAGE_BYTES, RequestLimits
 from align_tf.serving.server.grpc_service import set_health, start_grpc_server
-from align_tf.serving.server.manager import DEFAULT_MAX_BATCH_SIZE, ModelManager
+from align_tf.serving.server.manager import ModelManager
 from align_tf.serving.server.model_config import (ModelConfig, read_model_config_file,
                                                   read_text_proto, unwrap)
 from align_tf.serving.server.rest import start_rest_server
 
 log = logging.getLogger("align_tf.serving")
-
-DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
 @dataclass
@@ -43,6 +42,8 @@ class ServerOptions:
     monitoring_config_file: str = ""
     tensorflow_intra_op_parallelism: int = 0
     tensorflow_inter_op_parallelism: int = 0
+    enable_serialization_as_tensor_content: bool = False
+    rest_api_timeout_in_ms: int = 30000
     bind_address: str = "127.0.0.1"
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
 
@@ -74,6 +75,11 @@ class ServerOptions:
             return limit
         return self.max_batch_size
 
+    def limits(self) -> RequestLimits:
+        """What one request may carry: the message size both as received and once decoded."""
+        size = self.max_message_bytes()
+        return RequestLimits(max_message_bytes=size, max_decoded_bytes=size, max_batch_size=self.batch_limit())
+
     def prometheus_path(self) -> str | None:
         if not self.monitoring_config_file:
             return None
@@ -94,7 +100,7 @@ def serve(options: ServerOptions) -> int:
 
     configs = options.model_configs()
     manager = ModelManager(configs, poll_seconds=options.file_system_poll_wait_seconds,
-                           max_batch_size=options.batch_limit(),
+                           limits=options.limits(),
                            tags=tuple(options.saved_model_tags.split(",")),
                            config_file=options.model_config_file,
                            config_file_poll_seconds=options.model_config_file_poll_wait_seconds,
@@ -109,13 +115,15 @@ def serve(options: ServerOptions) -> int:
 
     address = f"{options.bind_address}:{options.port}"
     grpc_server, health_servicer = start_grpc_server(
-        manager, address, options.max_message_bytes(), options.grpc_max_threads, options.channel_arguments())
+        manager, address, options.max_message_bytes(), options.grpc_max_threads, options.channel_arguments(),
+        tensor_content=options.enable_serialization_as_tensor_content)
     print(f"Running gRPC ModelServer at {address} ...", flush=True)
     rest_server = None
     if options.rest_api_port:
         rest_server = start_rest_server(manager, options.bind_address, options.rest_api_port,
                                         options.max_message_bytes(), options.rest_api_num_threads,
-                                        options.prometheus_path())
+                                        options.prometheus_path(),
+                                        timeout=max(options.rest_api_timeout_in_ms, 1) / 1000)
         print(f"Exporting HTTP/REST API at:{options.bind_address}:{options.rest_api_port} ...", flush=True)
 
     while not stop.wait(0.5):

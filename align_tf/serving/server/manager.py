@@ -9,12 +9,13 @@ import threading
 import grpc
 
 from align_tf.errors import ServingError
+from align_tf.serving.limits import DEFAULT_MAX_BATCH_SIZE, RequestLimits
 from align_tf.serving.server.model_config import ModelConfig, read_model_config_file
-from align_tf.serving.server.versions import ServedModel
+from align_tf.serving.server.versions import ServedModel, invalid
 
 log = logging.getLogger("align_tf.serving")
 
-DEFAULT_MAX_BATCH_SIZE = 256
+_METHOD_NAMES = {"classify": "tensorflow/serving/classify", "regress": "tensorflow/serving/regress"}
 
 
 class ModelManager:
@@ -23,11 +24,12 @@ class ModelManager:
     def __init__(self, configs: list[ModelConfig], poll_seconds: float = 1.0,
                  max_batch_size: int | None = DEFAULT_MAX_BATCH_SIZE, tags=("serve",),
                  config_file: str | None = None, config_file_poll_seconds: float = 0,
-                 warmup: bool = True):
+                 warmup: bool = True, limits: RequestLimits | None = None):
+        """`limits` bound every request; without it, the defaults with `max_batch_size`."""
         self.warmup = warmup
+        self.limits = limits or RequestLimits(max_batch_size=max_batch_size)
         self.models = {c.name: ServedModel(c, tuple(tags), warmup) for c in configs}
         self.poll_seconds = poll_seconds
-        self.max_batch_size = max_batch_size
         self.tags = tuple(tags)
         self.config_file = config_file
         self.config_file_poll_seconds = config_file_poll_seconds
@@ -101,7 +103,7 @@ class ModelManager:
         try:
             served = self.model(name).get(version, label)
             return served.version, signature_name, served.run(
-                signature_name, inputs, output_filter, self.max_batch_size)
+                signature_name, inputs, output_filter, self.limits)
         except ServingError as e:
             status = e.code.name
             raise
@@ -109,6 +111,24 @@ class ModelManager:
             with self._counter_lock:
                 key = (name, signature_name, status)
                 self.counters[key] = self.counters.get(key, 0) + 1
+
+    def classify_or_regress(self, kind: str, name: str, version: int | None, label: str | None,
+                            signature_name: str) -> None:
+        """Classify / Regress: TF Serving checks the signature's method name first
+        (servables/tensorflow/classifier.cc, regressor.cc), which every Keras export, being
+        predict-style, fails with INVALID_ARGUMENT. A real classify / regress signature
+        (tf.Example input) is not run by this server: UNIMPLEMENTED."""
+        served = self.model(name).get(version, label)
+        signature_name = signature_name or "serving_default"
+        signature = served.signature_defs.get(signature_name)
+        if signature is None:
+            raise invalid(f"No signature was found with the name: {signature_name}")
+        if signature.method_name != _METHOD_NAMES[kind]:
+            word = "classification" if kind == "classify" else "regression"
+            raise invalid(f"Expected {word} signature method_name to be {_METHOD_NAMES[kind]}. "
+                          f"Was: {signature.method_name}")
+        raise ServingError(grpc.StatusCode.UNIMPLEMENTED,
+                           f"{kind} over tf.Example is not run by this local server; use TF Serving")
 
     def prometheus_text(self) -> str:
         lines = ["# TYPE :tensorflow:serving:request_count counter"]

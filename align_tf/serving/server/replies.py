@@ -26,17 +26,23 @@ def status_proto(state: VersionState):
     return status_pb2.StatusProto(error_code=state.error_code.value[0], error_message=state.error_message)
 
 
-def model_status_reply(manager: ModelManager, name: str, version: int | None, label: str | None):
-    """GetModelStatusResponse for a model (every version) or one version."""
+def model_status_reply(manager: ModelManager, name: str, version: int | None):
+    """GetModelStatusResponse for every version of a model, or for one version. A version label
+    is not an argument: TF Serving's GetModelStatus reads only the name and the version and
+    lists every version when no number is given (model_servers/get_model_status_impl.cc)."""
     from tensorflow_serving.apis import get_model_status_pb2
 
     if not name:
         raise invalid("Missing model name in request.")
-    model = manager.model(name)
-    if label:
-        version = model.get(None, label).version
+    try:
+        states = manager.model(name).status(version)
+    except ServingError as e:
+        if e.code != grpc.StatusCode.NOT_FOUND:
+            raise
+        raise ServingError(grpc.StatusCode.NOT_FOUND, f"Could not find version {version} of model {name}"
+                           if version is not None else f"Could not find any versions of model {name}") from None
     response = get_model_status_pb2.GetModelStatusResponse()
-    for v, state in model.status(version):
+    for v, state in states:
         response.model_version_status.add(
             version=v, state=get_model_status_pb2.ModelVersionStatus.State.Value(state.state),
             status=status_proto(state))

@@ -1,5 +1,8 @@
-"""The REST side: TF Serving's routes (model_servers/http_rest_api_util.cc) over a ModelManager,
-in a threading HTTP server with a bound on concurrent requests and on body size."""
+"""The REST side: TF Serving's routes over a ModelManager, answered as its HttpRestApiHandler
+does (model_servers/http_rest_api_handler.cc, http_rest_api_util.cc, http_server.cc): every
+path under /v1/ is the handler's, and anything it cannot parse is 400 "Malformed request"; paths
+elsewhere are 404; every answer, errors included, is a JSON object. Bodies are bounded in size
+(413), connections in time (`timeout`), concurrent requests in number (`num_threads`)."""
 
 from __future__ import annotations
 
@@ -7,12 +10,12 @@ import json
 import logging
 import re
 import threading
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import grpc
 
 from align_tf.errors import ServingError
-from align_tf.serving.json_tensor import outputs_to_json, parse_predict_body
+from align_tf.serving.json_tensor import outputs_to_json, parse_json_body, parse_predict_body
 from align_tf.serving.server import replies
 from align_tf.serving.server.manager import ModelManager
 from align_tf.serving.server.versions import invalid
@@ -20,8 +23,11 @@ from align_tf.serving.status_codes import HTTP_STATUS
 
 log = logging.getLogger("align_tf.serving")
 
-_PREDICT_PATH = re.compile(r"(?i)/v1/models/([^/:]+)(?:/versions/(\d+)|/labels/([^/:]+))?:(predict|classify|regress)")
-_STATUS_PATH = re.compile(r"(?i)/v1/models(?:/([^/:]+))?(?:/versions/(\d+)|/labels/([^/:]+))?(?:/(metadata))?")
+# kPredictionApiGegex and kModelStatusApiRegex of http_rest_api_util.cc; kHTTPRestApiHandlerPathRegex.
+_PREDICT_PATH = re.compile(r"(?i)/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)")
+_STATUS_PATH = re.compile(r"(?i)/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?(?:/(metadata))?")
+_HANDLER_PATH = re.compile(r"(?i)/v1/.*")
+_INT64_MAX = 2 ** 63 - 1
 
 
 class RestServer(ThreadingHTTPServer):
@@ -29,92 +35,201 @@ class RestServer(ThreadingHTTPServer):
     allow_reuse_address = True
 
     def __init__(self, address, manager: ModelManager, max_body_bytes: int, num_threads: int,
-                 prometheus_path: str | None):
+                 prometheus_path: str | None, timeout: float = 30.0):
         super().__init__(address, RestHandler)
         self.manager = manager
         self.max_body_bytes = max_body_bytes
         self.slots = threading.BoundedSemaphore(num_threads)
         self.prometheus_path = prometheus_path
+        self.request_timeout = timeout
+
+
+def _version(text: str | None) -> int | None:
+    """ParseModelInfo's SimpleAtoi: a version that does not fit int64 is a 400, not a 404."""
+    if not text:
+        return None
+    if len(text) > 19 or int(text) > _INT64_MAX:
+        raise invalid(f"Failed to convert version: {text[:40]}{'...' if len(text) > 40 else ''} to numeric.")
+    return int(text)
+
+
+def _decoded(text: str | None, what: str) -> str | None:
+    """DecodeArg: model names and labels are URL-decoded (curl_easy_unescape)."""
+    if text is None:
+        return None
+    value = urllib.parse.unquote_to_bytes(text)
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        raise invalid(f"Failed to decode {what}:{text}") from None
 
 
 class RestHandler(BaseHTTPRequestHandler):
     server: RestServer
     protocol_version = "HTTP/1.1"
+    error_content_type = "application/json"
+    error_message_format = '{"error": "%(message)s"}'
+
+    def setup(self):
+        self.timeout = self.server.request_timeout  # a slow client does not hold a thread for ever
+        super().setup()
 
     def log_message(self, fmt, *args):  # quiet: one line per request would drown the test logs
         log.debug("%s " + fmt, self.address_string(), *args)
 
+    def send_error(self, code, message=None, explain=None):
+        """http.server's own errors (bad request line, unknown method, huge headers) as JSON."""
+        self.close_connection = True
+        try:
+            self._reply(code, {"error": message or self.responses.get(code, ("",))[0]})
+        except OSError:
+            pass
+
     def _reply(self, status: int, payload, content_type="application/json"):
-        data = payload if isinstance(payload, bytes) else json.dumps(payload).encode("utf-8")
+        if isinstance(payload, bytes):
+            data = payload
+        elif isinstance(payload, str):
+            data = payload.encode("utf-8")
+        else:
+            data = json.dumps(payload).encode("utf-8")
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
-        self.wfile.write(data)
+        if self.command != "HEAD":
+            self.wfile.write(data)
 
-    def _error(self, error: ServingError):
-        self._reply(HTTP_STATUS.get(error.code, 500), {"error": error.message})
-
-    def do_GET(self):
-        path = self.path.split("?")[0]
-        if self.server.prometheus_path and path == self.server.prometheus_path:
-            return self._reply(200, self.server.manager.prometheus_text().encode(), "text/plain")
-        match = _STATUS_PATH.fullmatch(path)
-        if not match:
-            return self._reply(404, {"error": f"Malformed request: GET {path}"})
-        name, version, label, metadata = match.groups()
-        version = int(version) if version else None
-        with self.server.slots:
-            try:
-                manager = self.server.manager
-                reply = replies.model_metadata_reply(manager, name, version, label) if metadata \
-                    else replies.model_status_reply(manager, name, version, label)
-                self._reply(200, replies.reply_to_json(reply))
-            except ServingError as e:
-                self._error(e)
-
-    def do_POST(self):
-        path = self.path.split("?")[0]
-        match = _PREDICT_PATH.fullmatch(path)
-        length = int(self.headers.get("Content-Length") or 0)
+    def _read_body(self) -> bytes:
+        """The request body, bounded by `max_body_bytes` before reading it."""
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            return self._read_chunked()
+        text = (self.headers.get("Content-Length") or "0").strip()
+        if not text.isdigit():
+            self.close_connection = True
+            raise _HttpError(400, f"Content-Length: {text[:40]!r} is not a number of bytes")
+        length = int(text)
         if length > self.server.max_body_bytes:
             self.close_connection = True
-            return self._reply(413, {"error": f"Request body of {length} bytes is larger than the "
-                                              f"limit of {self.server.max_body_bytes} bytes"})
+            raise _HttpError(413, f"Request body of {length} bytes is larger than the limit of "
+                                  f"{self.server.max_body_bytes} bytes")
         body = self.rfile.read(length)
-        if not match:
-            return self._reply(404, {"error": f"Malformed request: POST {path}"})
-        name, version, label, method = match.groups()
-        if method.lower() != "predict":
-            return self._error(ServingError(
-                grpc.StatusCode.UNIMPLEMENTED,
-                f"{method} needs a classify/regress signature over tf.Example; use :predict"))
-        with self.server.slots:
-            try:
-                self._reply(200, self._predict(name, int(version) if version else None, label, body))
-            except ServingError as e:
-                self._error(e)
+        if len(body) != length:
+            self.close_connection = True
+            raise _HttpError(400, f"Request body ended after {len(body)} of {length} bytes")
+        return body
 
-    def _predict(self, name, version, label, body: bytes) -> dict:
+    def _read_chunked(self) -> bytes:
+        parts, total = [], 0
+        while True:
+            line = self.rfile.readline(1024).split(b";")[0].strip()
+            try:
+                size = int(line, 16)
+            except ValueError:
+                self.close_connection = True
+                raise _HttpError(400, "malformed chunked body") from None
+            total += size
+            if total > self.server.max_body_bytes:
+                self.close_connection = True
+                raise _HttpError(413, f"Request body larger than the limit of {self.server.max_body_bytes} bytes")
+            if size == 0:
+                while self.rfile.readline(1024).strip():
+                    pass  # trailers
+                return b"".join(parts)
+            parts.append(self.rfile.read(size))
+            self.rfile.readline(1024)
+
+    def _handle(self):
+        path = urllib.parse.urlsplit(self.path).path
         try:
-            request = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise invalid(f"JSON Parse error: {e}") from None
-        signature_name = (request.get("signature_name") if isinstance(request, dict) else None) \
-            or "serving_default"
+            body = self._read_body()
+            if self.server.prometheus_path and path == self.server.prometheus_path and self.command == "GET":
+                return self._reply(200, self.server.manager.prometheus_text().encode(), "text/plain")
+            if not _HANDLER_PATH.fullmatch(path):
+                return self._reply(404, {"error": f"Not found: {self.command} {path}"})
+            with self.server.slots:
+                self._reply(200, self._dispatch(self.command, path, body))
+        except _HttpError as e:
+            self._reply(e.status, {"error": e.message})
+        except ServingError as e:
+            self._reply(HTTP_STATUS.get(e.code, 500), {"error": e.message})
+        except TimeoutError:  # the client stopped sending: answer if it still listens, then close
+            self.close_connection = True
+            try:
+                self._reply(408, {"error": f"no data from the client for {self.server.request_timeout} s"})
+            except OSError:
+                pass
+        except ConnectionError:
+            self.close_connection = True
+        except Exception as e:  # a bug must still answer, and must not end the server
+            log.exception("REST %s %s failed", self.command, path)
+            self._reply(500, {"error": f"Internal error: {type(e).__name__}: {e}"[:500]})
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _handle
+
+    def _dispatch(self, method: str, path: str, body: bytes):
+        malformed = invalid(f"Malformed request: {method} {path}")
+        if method == "POST":
+            match = _PREDICT_PATH.fullmatch(path)
+            if not match:
+                raise malformed
+            name, version, label, verb = match.groups()
+            name, version, label = _decoded(name, "model name"), _version(version), \
+                _decoded(label, "model version label")
+            if version is not None and label is not None:  # FillModelSpecWithNameVersionAndLabel
+                raise invalid(f"Both model version ({version}) and model version label ({label}) "
+                              "cannot be supplied.")
+            request = parse_json_body(body)
+            signature_name = request.get("signature_name", "")
+            if not isinstance(signature_name, str):
+                raise invalid(f"JSON Value: {json.dumps(request)[:80]} not formatted correctly. "
+                              "'signature_name' key must be a string value.")
+            if verb.lower() != "predict":
+                return self._classify_or_regress(verb.lower(), name, version, label, signature_name, request)
+            return self._predict(name, version, label, signature_name, request, body)
+        if method == "GET":
+            match = _STATUS_PATH.fullmatch(path)
+            if not match:
+                raise malformed
+            name, version, label, metadata = match.groups()
+            name, version, label = _decoded(name, "model name"), _version(version), \
+                _decoded(label, "model version label")
+            manager = self.server.manager
+            reply = replies.model_metadata_reply(manager, name, version, label) if metadata \
+                else replies.model_status_reply(manager, name, version)  # labels ignored: TF Serving does
+            return replies.reply_to_json(reply)
+        raise malformed
+
+    def _predict(self, name, version, label, signature_name, request: dict, body: bytes) -> str:
         manager = self.server.manager
         served = manager.model(name).get(version, label)
+        signature_name = signature_name or "serving_default"
         specs = served.input_specs.get(signature_name)
-        if specs is None:  # TF Serving's REST handler says INVALID_ARGUMENT here
+        if specs is None:  # GetInfoMap in http_rest_api_handler.cc: INVALID_ARGUMENT here
             raise invalid(f'Serving signature name: "{signature_name}" not found in signature def')
-        arrays, fmt = parse_predict_body(request, specs)
+        arrays, fmt = parse_predict_body(request, specs, manager.limits,
+                                         may_hold_bools=b"true" in body or b"false" in body)
         _, _, outputs = manager.predict(name, served.version, None, signature_name, arrays)
         return outputs_to_json(outputs, fmt)
 
+    def _classify_or_regress(self, kind, name, version, label, signature_name, request: dict):
+        if "examples" not in request:  # FillClassifyRegressRequestFromJson
+            raise invalid(f"JSON Value: {json.dumps(request)[:80]} When method is {kind}, key "
+                          "'examples' is expected and was not found")
+        self.server.manager.classify_or_regress(kind, name, version, label, signature_name)
+
+
+class _HttpError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
 
 def start_rest_server(manager: ModelManager, host: str, port: int, max_body_bytes: int,
-                      num_threads: int, prometheus_path: str | None = None) -> RestServer:
-    server = RestServer((host, port), manager, max_body_bytes, num_threads, prometheus_path)
+                      num_threads: int, prometheus_path: str | None = None,
+                      timeout: float = 30.0) -> RestServer:
+    server = RestServer((host, port), manager, max_body_bytes, num_threads, prometheus_path, timeout)
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
                      name="rest", daemon=True).start()
     return server

@@ -9,8 +9,11 @@ import threading
 from dataclasses import dataclass
 
 import grpc
+import numpy as np
 
 from align_tf.errors import ServingError
+from align_tf.serving.limits import RequestLimits
+from align_tf.serving.tensor_proto import TensorHeader, check_total
 from align_tf.serving.server.model_config import ModelConfig
 
 log = logging.getLogger("align_tf.serving")
@@ -61,18 +64,26 @@ class LoadedVersion:
             if entry.WhichOneof("log_type") != "predict_log":
                 continue  # classify / regress records: this server has no such API
             request = entry.predict_log.request
-            inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
-            self.run(request.model_spec.signature_name or "serving_default", inputs)
+            self.run(request.model_spec.signature_name or "serving_default", dict(request.inputs))
             count += 1
         return count
 
-    def run(self, signature_name: str, inputs: dict, output_filter=(), max_batch_size=None) -> dict:
-        import tensorflow as tf
-
+    def signature(self, signature_name: str):
         signature = self.signature_defs.get(signature_name)
         if signature is None or signature_name not in self.functions:
             raise ServingError(grpc.StatusCode.FAILED_PRECONDITION,
                                f'Serving signature key "{signature_name}" not found.')
+        return signature
+
+    def run(self, signature_name: str, inputs: dict, output_filter=(),
+            limits: RequestLimits = RequestLimits()) -> dict:
+        """Check a request as TF Serving's predict_util.cc does (signature, input names, output
+        filter), then each input's dtype, shape and batch size and the decoded size of all of
+        them, all before decoding; then run the signature. `inputs` values are numpy arrays
+        (REST, warm-up) or TensorProtos (gRPC), decoded here once they passed."""
+        import tensorflow as tf
+
+        signature = self.signature(signature_name)
         expected = set(signature.inputs)
         if set(inputs) != expected:
             raise invalid(
@@ -80,24 +91,34 @@ class LoadedVersion:
                 f"len({{{','.join(sorted(inputs))}}}) != len({{{','.join(sorted(expected))}}}). "
                 f"Sent extra: {{{','.join(sorted(set(inputs) - expected))}}}. "
                 f"Missing but required: {{{','.join(sorted(expected - set(inputs)))}}}.")
+        seen = set()
         for alias in output_filter:
             if alias not in signature.outputs:
                 raise invalid(f"output tensor alias not found in signature: {alias} Outputs expected "
                               f"to be in the set {{{','.join(sorted(signature.outputs))}}}.")
+            if alias in seen:
+                raise invalid(f"duplicate output tensor alias: {alias}")
+            seen.add(alias)
         specs = self.input_specs[signature_name]
-        tensors = {}
-        for alias, array in inputs.items():
+        headers = {alias: value if isinstance(value, np.ndarray) else TensorHeader(value, alias, limits)
+                   for alias, value in inputs.items()}
+        for alias, value in headers.items():
             spec = specs[alias]
-            if not tf.TensorShape(array.shape).is_compatible_with(spec.shape):
-                raise invalid(f"{alias}: shape {list(array.shape)} is not compatible with the "
+            shape = value.shape
+            if not tf.TensorShape(shape).is_compatible_with(spec.shape):
+                raise invalid(f"{alias}: shape {list(shape)} is not compatible with the "
                               f"signature's {spec.shape.as_list()}")
-            if max_batch_size and array.ndim and array.shape[0] > max_batch_size:
-                raise invalid(f"{alias}: Task size {array.shape[0]} is larger than maximum input "
-                              f"batch size {max_batch_size}")
-            given = "string" if array.dtype == object or array.dtype.kind == "S" else array.dtype.name
+            if limits.max_batch_size and len(shape) and shape[0] > limits.max_batch_size:
+                raise invalid(f"{alias}: Task size {shape[0]} is larger than maximum input "
+                              f"batch size {limits.max_batch_size}")
+            given = value.dtype_name if isinstance(value, TensorHeader) else \
+                "string" if value.dtype == object or value.dtype.kind == "S" else value.dtype.name
             if given != spec.dtype.name:
                 raise invalid(f"{alias}: expects {spec.dtype.name} but {given} is provided")
-            tensors[alias] = tf.constant(array, dtype=spec.dtype)
+        check_total([h for h in headers.values() if isinstance(h, TensorHeader)], limits)
+        tensors = {alias: tf.constant(value if isinstance(value, np.ndarray) else value.decode(),
+                                      dtype=specs[alias].dtype)
+                   for alias, value in headers.items()}
         try:
             outputs = self.functions[signature_name](**tensors)
         except tf.errors.OpError as e:
