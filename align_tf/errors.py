@@ -65,7 +65,8 @@ class ImageDecodeError(AlignTFError, ValueError):
 
 
 class ImageSizeError(ImageDecodeError):
-    """An image whose header declares more pixels than `max_pixels` (refused before decoding)."""
+    """An image too large to take: its header declares more pixels than `max_pixels`, or its
+    file is larger than what is read into memory for an image (refused before decoding)."""
 
 
 class TextInputError(AlignTFError, TypeError):

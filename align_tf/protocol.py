@@ -9,10 +9,28 @@ import os
 
 import numpy as np
 
-from align_tf.errors import InputError
+from align_tf.errors import ImageSizeError, InputError
 
 # TF Serving replays this file (PredictionLog records) when a version loads.
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+# The largest image file read into memory. Any image within the decoder's default max_pixels
+# (40 million) fits, even as 32-bit BMP (160 MB); a file past it is refused before reading.
+MAX_IMAGE_FILE_BYTES = 256 * 2**20
+
+
+def read_image_file(path, max_bytes: int = MAX_IMAGE_FILE_BYTES, where: str = "image") -> bytes:
+    """The bytes of an image file, refusing one larger than `max_bytes` before reading it all
+    (the size is checked on disk, and again while reading, for pipes and devices that report 0)."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > max_bytes:
+            raise ImageSizeError(f"{where} ({os.fspath(path)}): file of {size:,} bytes, more than the "
+                                 f"{max_bytes:,} read into memory for an image")
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ImageSizeError(f"{where} ({os.fspath(path)}): more than the {max_bytes:,} bytes read into "
+                             "memory for an image")
+    return data
 
 
 def encode_images(images) -> list[bytes]:
@@ -26,8 +44,7 @@ def encode_images(images) -> list[bytes]:
         if isinstance(image, (bytes, bytearray, memoryview)):
             out.append(bytes(image))
         elif isinstance(image, (str, os.PathLike)):
-            with open(image, "rb") as f:
-                out.append(f.read())
+            out.append(read_image_file(image, where=f"image {i} of {len(images)}"))
         elif hasattr(image, "save") and hasattr(image, "mode"):  # PIL.Image
             buffer = io.BytesIO()
             image.save(buffer, format="PNG")

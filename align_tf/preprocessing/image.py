@@ -12,13 +12,13 @@ import numpy as np
 import tensorflow as tf
 
 from align_tf.errors import ImageDecodeError, ImageSizeError  # noqa: F401  (public here too)
+from align_tf.protocol import read_image_file
 
 PREPROCESSOR_CONFIG_NAME = "preprocessor_config.json"
 
 # Formats recognised from their first bytes; index 0 means "none of them".
 FORMATS = ("unknown", "JPEG", "PNG", "GIF", "BMP")
 _JPEG, _PNG, _GIF, _BMP = 1, 2, 3, 4
-_HEADER_BYTES = 64
 
 # PIL's resampling filters (Image.Resampling values) with their support, as in libImaging/Resample.c.
 BOX, BILINEAR, HAMMING, BICUBIC, LANCZOS = 4, 2, 5, 3, 1
@@ -101,7 +101,7 @@ class AlignImageProcessor(tf.Module):
             self.decode_image, input_signature=[tf.TensorSpec([], tf.string, name="image_bytes")]
         )
         self._header_fn = tf.function(
-            self.read_header, input_signature=[tf.TensorSpec([], tf.string, name="image_bytes")]
+            self._header_limits, input_signature=[tf.TensorSpec([], tf.string, name="image_bytes")]
         )
         self._preprocess_fn = tf.function(
             self.preprocess_image,
@@ -117,23 +117,26 @@ class AlignImageProcessor(tf.Module):
 
     # ================================================================= decoding (graph code)
     def read_header(self, image_bytes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        """(format index into FORMATS, height, width) from the header alone, as int64 scalars.
+        """(format index into FORMATS, height, width) from the headers alone, as int64 scalars.
 
-        PNG IHDR, GIF logical screen and BMP info header are read with string ops; JPEG's SOFn
-        with `tf.io.extract_jpeg_shape`, which parses markers only. Unknown formats give 0, 0, 0.
+        PNG IHDR and BMP info header are read with string ops; JPEG's SOFn with
+        `tf.io.extract_jpeg_shape`, which parses markers only; a GIF's size is its first frame's
+        canvas as Pillow sizes it (the logical screen, grown to hold a frame reaching past it),
+        found by walking the blocks up to that frame. Unknown formats give 0, 0, 0.
         """
+        facts = self._header_facts(image_bytes)
+        return facts["format"], facts["height"], facts["width"]
+
+    def _header_facts(self, image_bytes: tf.Tensor) -> dict:
+        """read_header's values plus what bounds the decode: the JPEG scan count, the GIF walk
+        (first image offset, end of its data, transparent index, state) and its frame's area."""
         data = tf.convert_to_tensor(image_bytes, tf.string)
-        length = tf.strings.length(data)
-        head = tf.strings.substr(data, 0, tf.minimum(length, _HEADER_BYTES))
-        head = tf.strings.join([head, tf.constant(b"\0" * _HEADER_BYTES)])
-        head = tf.strings.substr(head, 0, _HEADER_BYTES)
-        b = tf.cast(tf.io.decode_raw(head, tf.uint8), tf.int64)
+        length = tf.cast(tf.strings.length(data), tf.int64)
+        b = _byte_values(data)
+        head = tf.strings.substr(tf.strings.join([data, b"\0" * 16]), 0, 16)
 
         def be(start, n):
             return sum(b[start + i] * (256 ** (n - 1 - i)) for i in range(n))
-
-        def le(start, n):
-            return sum(b[start + i] * (256**i) for i in range(n))
 
         is_jpeg = (b[0] == 0xFF) & (b[1] == 0xD8) & (b[2] == 0xFF)
         is_png = tf.equal(tf.strings.substr(head, 0, 8), b"\x89PNG\r\n\x1a\n")
@@ -142,47 +145,62 @@ class AlignImageProcessor(tf.Module):
         is_gif = tf.equal(gif_magic, b"GIF87a") | tf.equal(gif_magic, b"GIF89a")
         is_bmp = tf.equal(tf.strings.substr(head, 0, 2), b"BM") & (length >= 26)
 
-        fmt = tf.where(is_jpeg, _JPEG, tf.where(is_png, _PNG, tf.where(is_gif, _GIF, tf.where(is_bmp, _BMP, 0))))
+        fmt = _pick(is_jpeg, _JPEG, _pick(is_png, _PNG, _pick(is_gif, _GIF, _pick(is_bmp, _BMP, 0))))
         fmt = tf.cast(fmt, tf.int64)
-
-        # BMP: OS/2 core header (12 bytes) has 16-bit sizes; others 32-bit, height signed (top-down).
-        bmp_core = le(14, 4) == 12
-        bmp_w = tf.where(bmp_core, le(18, 2), _signed32(le(18, 4)))
-        bmp_h = tf.where(bmp_core, le(20, 2), tf.abs(_signed32(le(22, 4))))
+        gif_image, gif_end, gif_transparency, gif_state = _gif_walk(b, length, is_gif)
+        gif_found = gif_state == _GIF_FOUND
+        gif_h, gif_w = _gif_canvas(b, tf.maximum(gif_image, 0))
+        bmp = _bmp_fields(b)
 
         def jpeg_shape():
             shape = tf.io.extract_jpeg_shape(data, output_type=tf.int64)
-            return shape[0], shape[1]
+            return shape[0], shape[1], _count_jpeg_scans(b)
 
         def other_shape():
-            # A PNG without its IHDR chunk first declares nothing: size 0, refused as corrupt.
-            png_h, png_w = tf.where(has_ihdr, be(20, 4), 0), tf.where(has_ihdr, be(16, 4), 0)
-            height = tf.where(is_png, png_h, tf.where(is_gif, le(8, 2), tf.where(is_bmp, bmp_h, 0)))
-            width = tf.where(is_png, png_w, tf.where(is_gif, le(6, 2), tf.where(is_bmp, bmp_w, 0)))
-            return height, width
+            # A PNG without its IHDR chunk first, or a GIF without an image, declares nothing:
+            # size 0, refused as corrupt.
+            png_h, png_w = _pick(has_ihdr, be(20, 4), 0), _pick(has_ihdr, be(16, 4), 0)
+            gif_h_found, gif_w_found = _pick(gif_found, gif_h, 0), _pick(gif_found, gif_w, 0)
+            bmp_w = _signed32(bmp["width"])
+            height = _pick(is_png, png_h, _pick(is_gif, gif_h_found, _pick(is_bmp, bmp["height"], 0)))
+            width = _pick(is_png, png_w, _pick(is_gif, gif_w_found, _pick(is_bmp, bmp_w, 0)))
+            return height, width, tf.constant(0, tf.int64)
 
-        height, width = tf.cond(is_jpeg, jpeg_shape, other_shape)
-        return fmt, height, width
+        height, width, scans = tf.cond(is_jpeg, jpeg_shape, other_shape)
+        frame_pixels = _le(b, tf.maximum(gif_image, 0) + 5, 2) * _le(b, tf.maximum(gif_image, 0) + 7, 2)
+        return {
+            "format": fmt, "height": height, "width": width, "bytes": b, "length": length,
+            "jpeg_scans": scans, "gif_image": gif_image, "gif_end": gif_end,
+            "gif_transparency": gif_transparency, "gif_state": gif_state,
+            "gif_frame_pixels": _pick(is_gif & gif_found, frame_pixels, 0),
+        }
 
     def decode_image(self, image_bytes: tf.Tensor) -> tf.Tensor:
         """uint8 [H, W, 3] RGB from JPEG / PNG / GIF (first frame) / BMP bytes; graph-safe.
 
-        Refuses unknown formats, empty sizes and headers declaring more than `max_pixels` before
-        decoding. Alpha is dropped (as PIL's `convert("RGB")`), grey and palettes expanded,
-        16-bit PNG samples reduced to 8 bits by their high byte (`value >> 8`).
+        Refuses unknown formats, empty sizes, headers declaring more than `max_pixels` and JPEGs
+        with more than MAX_JPEG_SCANS scans before decoding; a GIF's later frames are never
+        decoded. Alpha is dropped (as PIL's `convert("RGB")`), grey and palettes expanded,
+        16-bit PNG samples reduced to 8 bits by their high byte (`value >> 8`); GIF and BMP
+        pixels equal Pillow's (see _decode_gif, _decode_bmp).
         """
         data = tf.convert_to_tensor(image_bytes, tf.string)
-        fmt, height, width = self.read_header(data)
+        facts = self._header_facts(data)
+        fmt, height, width = facts["format"], facts["height"], facts["width"]
         first = tf.strings.substr(data, 0, tf.minimum(tf.strings.length(data), 4))
         hex_bytes = tf.strings.reduce_join(
             tf.gather(tf.constant(_HEX_DIGITS), tf.cast(tf.io.decode_raw(tf.strings.join([first, "\0\0\0\0"]), tf.uint8)[:4], tf.int32)),
             separator=" ",
         )
+        is_gif = fmt == _GIF
         checks = [
             tf.debugging.Assert(
                 fmt > 0,
                 [tf.strings.join(["not a JPEG/PNG/GIF/BMP (first bytes ", hex_bytes, ")"])],
             ),
+            tf.debugging.Assert(~is_gif | (facts["gif_state"] != _GIF_NO_IMAGE), ["corrupt GIF: no image in the file"]),
+            tf.debugging.Assert(~is_gif | (facts["gif_state"] != _GIF_TRUNCATED),
+                                ["truncated GIF: the first image's data ends early"]),
             tf.debugging.Assert((height > 0) & (width > 0), ["corrupt image header (no size, or size 0)"]),
             tf.debugging.Assert(
                 height * width <= self.max_pixels,
@@ -198,15 +216,22 @@ class AlignImageProcessor(tf.Module):
                     )
                 ],
             ),
+            tf.debugging.Assert(~is_gif | (facts["gif_frame_pixels"] > 0), ["corrupt GIF: the first frame is empty (0 pixels)"]),
+            tf.debugging.Assert(
+                facts["jpeg_scans"] <= MAX_JPEG_SCANS,
+                [tf.strings.join(["JPEG has ", tf.strings.as_string(facts["jpeg_scans"]),
+                                  f" scans, more than {MAX_JPEG_SCANS} (refused before decoding)"])],
+            ),
         ]
         with tf.control_dependencies(checks):
             data = tf.identity(data)
+        b = facts["bytes"]
         branches = [
             lambda: tf.zeros([0, 0, 3], tf.uint8),
             lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
             lambda: tf.io.decode_png(data, channels=3, dtype=tf.uint8),
-            lambda: tf.io.decode_gif(data)[0],
-            lambda: _decode_bmp(data),
+            lambda: _decode_gif(data, b, facts["gif_image"], facts["gif_end"], facts["gif_transparency"]),
+            lambda: _decode_bmp(data, b, facts["length"]),
         ]
         image = tf.switch_case(tf.cast(fmt, tf.int32), branches)
         return tf.ensure_shape(image, [None, None, 3])
@@ -323,8 +348,7 @@ class AlignImageProcessor(tf.Module):
         if isinstance(item, (str, os.PathLike)):
             path = os.fspath(item)
             try:
-                with open(path, "rb") as f:
-                    item = f.read()
+                item = read_image_file(path, where=where)
             except OSError as e:
                 raise ImageDecodeError(f"{where}: cannot read {path!r} ({e.strerror})") from None
             where = f"{where} ({path})"
@@ -347,20 +371,32 @@ class AlignImageProcessor(tf.Module):
         try:
             return self._decode_fn(tf.constant(data)).numpy()
         except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as e:
+            if "assertion failed: [" in e.message:  # our own check, worded for the user already
+                raise ImageDecodeError(f"{where}: {decode_error_detail(e)}") from None
             fmt = FORMATS[int(self._header_fn(tf.constant(data))[0])]
-            detail = e.message.strip().splitlines()[0][:200]
-            raise ImageDecodeError(f"{where}: corrupt or truncated {fmt} ({detail})") from None
+            raise ImageDecodeError(f"{where}: corrupt or truncated {fmt} ({decode_error_detail(e)})") from None
+
+    def _header_limits(self, image_bytes: tf.Tensor) -> tuple:
+        """(format, height, width, JPEG scans, GIF walk state, GIF first-frame pixels): what
+        `describe_problem` checks, as int64 scalars."""
+        facts = self._header_facts(image_bytes)
+        keys = ("format", "height", "width", "jpeg_scans", "gif_state", "gif_frame_pixels")
+        return tuple(facts[k] for k in keys)
 
     def describe_problem(self, data: bytes) -> str | None:
         """Why these bytes would be refused before decoding, or None."""
         if not data:
             return "empty (0 bytes)"
         try:
-            fmt, height, width = (int(v) for v in self._header_fn(tf.constant(data)))
+            fmt, height, width, scans, gif_state, frame_pixels = (int(v) for v in self._header_fn(tf.constant(data)))
         except tf.errors.InvalidArgumentError:
             return "corrupt JPEG header"
         if fmt == 0:
             return f"not a JPEG/PNG/GIF/BMP (first bytes {' '.join(f'{b:02x}' for b in data[:4])})"
+        if fmt == _GIF and gif_state == _GIF_NO_IMAGE:
+            return "corrupt GIF: no image in the file"
+        if fmt == _GIF and gif_state == _GIF_TRUNCATED:
+            return "truncated GIF: the first image's data ends early"
         if height <= 0 or width <= 0:
             return f"corrupt {FORMATS[fmt]} header (declares {width}x{height})"
         if height * width > self.max_pixels:
@@ -368,6 +404,10 @@ class AlignImageProcessor(tf.Module):
                 f"{FORMATS[fmt]} header declares {width}x{height} = {height * width:,} pixels, "
                 f"more than max_pixels={self.max_pixels:,} (refused before decoding)"
             )
+        if fmt == _GIF and frame_pixels == 0:
+            return "corrupt GIF: the first frame is empty (0 pixels)"
+        if scans > MAX_JPEG_SCANS:
+            return f"JPEG has {scans} scans, more than {MAX_JPEG_SCANS} (refused before decoding: each scan costs a full pass)"
         return None
 
     def find_decode_problem(self, data: bytes) -> str | None:
@@ -615,30 +655,359 @@ _GATHER_BUDGET = 400_000
 
 # ===================================================================== decoding helpers
 _HEX_DIGITS = [f"{i:02x}" for i in range(256)]
+_BYTE_STRINGS = [bytes([i]) for i in range(256)]
+# Zero bytes appended before reading a file as numbers: header fields (BMP masks end at byte 70)
+# and a block walk's look-ahead past the end read 0 instead of failing.
+_PAD = 160
+
+# The most scans a JPEG may have. Every scan walks all the image's coefficients again, so a
+# file repeating a refinement scan buys decode time without limit (1000 scans: 43 s instead of
+# 2 s). 256 is nvImageCodec's default limit (NVIMGCODEC_MAX_JPEG_SCANS, set after Cure53's
+# libjpeg-turbo audit); libjpeg's own progressive script writes 10, and encoders stay far below.
+MAX_JPEG_SCANS = 256
+# BMP info-header sizes and bit depths Pillow reads (others it refuses, and so do we).
+_BMP_HEADER_SIZES = (12, 40, 52, 56, 64, 108, 124)
+_BMP_BITS = (1, 4, 8, 16, 24, 32)
+# BI_BITFIELDS masks Pillow accepts for 32-bit pixels (r, g, b, a), as in its BmpImagePlugin.
+_BMP_MASKS_32 = (
+    (0xFF0000, 0xFF00, 0xFF, 0x0), (0xFF000000, 0xFF0000, 0xFF00, 0x0), (0xFF000000, 0xFF00, 0xFF, 0x0),
+    (0xFF000000, 0xFF0000, 0xFF00, 0xFF), (0xFF, 0xFF00, 0xFF0000, 0xFF000000),
+    (0xFF0000, 0xFF00, 0xFF, 0xFF000000), (0xFF000000, 0xFF00, 0xFF, 0xFF0000), (0x0, 0x0, 0x0, 0x0),
+)
+_BMP_MASK_565, _BMP_MASK_555 = (0xF800, 0x7E0, 0x1F), (0x7C00, 0x3E0, 0x1F)
+
+
+def _pick(condition, x, y) -> tf.Tensor:
+    """tf.where for header arithmetic: both sides as int64 (a bare Python int would be int32)."""
+    return tf.where(condition, tf.cast(x, tf.int64), tf.cast(y, tf.int64))
 
 
 def _signed32(value: tf.Tensor) -> tf.Tensor:
     return tf.where(value >= 2**31, value - 2**32, value)
 
 
-def _decode_bmp(data: tf.Tensor) -> tf.Tensor:
-    """TF's BMP decoder reads 8-bit BMPs as grey indices; look them up in the palette."""
-    image = tf.io.decode_bmp(data, channels=0)
-    channels = tf.shape(image)[2]
+def _byte_values(data: tf.Tensor) -> tf.Tensor:
+    """int64 [length + _PAD]: the file's bytes as numbers, then zeros."""
+    return tf.cast(tf.io.decode_raw(tf.strings.join([data, b"\0" * _PAD]), tf.uint8), tf.int64)
 
-    def from_palette():
-        raw = tf.cast(tf.io.decode_raw(tf.strings.substr(data, 0, 54), tf.uint8), tf.int32)
-        dib_size = raw[14] + raw[15] * 256 + raw[16] * 65536 + raw[17] * 16777216
-        palette_bytes = tf.strings.substr(data, 14 + dib_size, 1024)
-        palette = tf.reshape(tf.io.decode_raw(palette_bytes, tf.uint8), [-1, 4])
-        palette = tf.concat([palette, tf.zeros([256 - tf.shape(palette)[0], 4], tf.uint8)], 0)
-        return tf.gather(palette[:, 2::-1], tf.cast(image[:, :, 0], tf.int32))  # BGRA -> RGB
 
-    return tf.case(
-        [(channels == 1, from_palette), (channels == 4, lambda: image[:, :, :3])],
-        default=lambda: image,
-        exclusive=True,
+def _le(b: tf.Tensor, start, n: int) -> tf.Tensor:
+    return sum(b[start + i] * (256**i) for i in range(n))
+
+
+def _bytes_to_string(values: tf.Tensor) -> tf.Tensor:
+    """A scalar string holding `values` (ints 0..255) as bytes."""
+    return tf.strings.reduce_join(tf.gather(tf.constant(_BYTE_STRINGS), tf.cast(values, tf.int32)))
+
+
+def _safe_substr(data: tf.Tensor, pos, length) -> tf.Tensor:
+    """`substr` that never raises: a range past the end is cut at the end (substr's own error
+    message would carry the raw bytes, which are not text)."""
+    size = tf.strings.length(data)
+    pos = tf.clip_by_value(tf.cast(pos, tf.int32), 0, size)
+    return tf.strings.substr(data, pos, tf.clip_by_value(tf.cast(length, tf.int32), 0, size - pos))
+
+
+def _count_jpeg_scans(b: tf.Tensor) -> tf.Tensor:
+    """Start-of-scan markers (FF DA) in a JPEG. Entropy-coded data never holds FF DA (FF is
+    stuffed as FF 00), so only metadata (an EXIF thumbnail's own scans) can add to the count."""
+    return tf.reduce_sum(tf.cast((b[:-1] == 0xFF) & (b[1:] == 0xDA), tf.int64))
+
+
+# GIF walk states.
+_GIF_WALKING, _GIF_FOUND, _GIF_NO_IMAGE, _GIF_TRUNCATED = 0, 1, 2, 3
+
+
+def _gif_walk(b: tf.Tensor, length: tf.Tensor, is_gif: tf.Tensor):
+    """Walk a GIF's blocks as Pillow reads them, up to the end of the first image's data.
+
+    Returns (image, end, transparency, state): the offset of the first image descriptor, the
+    offset just past its data, the transparent index its graphic control extensions set (-1:
+    none) and the walk's final state (_GIF_FOUND, _GIF_NO_IMAGE or _GIF_TRUNCATED). One step
+    per block or sub-block, each moving forward, so the walk ends within `length` steps; other
+    GIFs (is_gif false) take none. Bytes between blocks are skipped, as Pillow does.
+    """
+    flags = b[10]
+    gct = _pick(flags >= 128, 3 * tf.bitwise.left_shift(tf.constant(2, tf.int64), flags % 8), 0)
+    start = _pick(is_gif, 13 + gct, length)
+    state0 = _pick(is_gif, _GIF_WALKING, _GIF_NO_IMAGE)
+    # mode: 0 between blocks, 1 in an extension's sub-blocks, 2 in the image data's sub-blocks.
+
+    def step(pos, mode, image, transparency, state):
+        at = tf.minimum(pos, length)
+        c, c1 = b[at], b[at + 1]
+        past_end = pos >= length
+        # Between blocks: an extension (21), an image descriptor (2C), the trailer (3B) or junk.
+        is_ext, is_image = c == 0x21, c == 0x2C
+        gce = is_ext & (c1 == 0xF9) & (b[at + 2] >= 4)
+        new_transparency = _pick(gce & (b[at + 3] % 2 == 1), b[at + 6], transparency)
+        image_flags = b[at + 9]
+        lct = _pick(image_flags >= 128, 3 * tf.bitwise.left_shift(tf.constant(2, tf.int64), image_flags % 8), 0)
+        block_pos = _pick(is_ext, pos + 2, _pick(is_image, pos + 11 + lct, pos + 1))
+        block_mode = _pick(is_ext, 1, _pick(is_image, 2, 0))
+        block_state = _pick(past_end | (c == 0x3B), _GIF_NO_IMAGE, _GIF_WALKING)
+        # In sub-blocks: a size byte, then that many bytes; size 0 ends the chain.
+        sub_pos = pos + 1 + c
+        sub_mode = _pick(c == 0, 0, mode)
+        sub_state = _pick(past_end, _GIF_TRUNCATED, _pick((c == 0) & (mode == 2), _GIF_FOUND, _GIF_WALKING))
+        between = mode == 0
+        return (
+            _pick(between, block_pos, sub_pos),
+            tf.cast(_pick(between, block_mode, sub_mode), tf.int64),
+            _pick(between & is_image & ~past_end, pos, image),
+            _pick(between, new_transparency, transparency),
+            tf.cast(_pick(between, block_state, sub_state), tf.int64),
+        )
+
+    end, _, image, transparency, state = tf.while_loop(
+        lambda pos, mode, image, transparency, state: state == _GIF_WALKING,
+        step,
+        (start, tf.constant(0, tf.int64), tf.constant(-1, tf.int64), tf.constant(-1, tf.int64),
+         tf.cast(state0, tf.int64)),
+        maximum_iterations=tf.cast(length, tf.int32) + 2,
     )
+    return image, end, transparency, state
+
+
+def _gif_canvas(b: tf.Tensor, image: tf.Tensor):
+    """(height, width) of the first frame as Pillow shows it: the logical screen, grown to hold
+    the frame when the frame reaches past it."""
+    left, top = _le(b, image + 1, 2), _le(b, image + 3, 2)
+    width, height = _le(b, image + 5, 2), _le(b, image + 7, 2)
+    return tf.maximum(_le(b, 8, 2), top + height), tf.maximum(_le(b, 6, 2), left + width)
+
+
+def _decode_gif(data: tf.Tensor, b: tf.Tensor, image, end, transparency) -> tf.Tensor:
+    """The first frame as Pillow's `convert("RGB")` gives it, decoding nothing else.
+
+    tf.io.decode_gif decodes every frame, sizes its output by the largest frame rather than the
+    screen, paints transparent pixels black and drops a frame's offset. So the first image is cut
+    out into a GIF of its own (one frame at 0,0, its colour table padded to 256 entries as Pillow
+    pads it with black, or a grey ramp when there is none: Pillow reads bare indices as grey),
+    decoded, and pasted at its offset onto a canvas filled with the transparent index's colour
+    (index 0 without transparency), as Pillow fills it. Transparent pixels keep their colour.
+    """
+    height, width = _gif_canvas(b, image)
+    left, top = _le(b, image + 1, 2), _le(b, image + 3, 2)
+    frame_w, frame_h = _le(b, image + 5, 2), _le(b, image + 7, 2)
+    screen_flags, image_flags = b[10], b[image + 9]
+    gct_size = _pick(screen_flags >= 128, 3 * tf.bitwise.left_shift(tf.constant(2, tf.int64), screen_flags % 8), 0)
+    lct_size = _pick(image_flags >= 128, 3 * tf.bitwise.left_shift(tf.constant(2, tf.int64), image_flags % 8), 0)
+    table = tf.where(lct_size > 0, _safe_substr(data, image + 10, lct_size), _safe_substr(data, 13, gct_size))
+    grey = tf.constant(b"".join(bytes([i, i, i]) for i in range(256)))
+    table = tf.where((lct_size == 0) & (gct_size == 0), grey, tf.strings.substr(tf.strings.join([table, b"\0" * 768]), 0, 768))
+    sizes = tf.stack([frame_w % 256, frame_w // 256, frame_h % 256, frame_h // 256])
+    alone = tf.strings.join([
+        b"GIF89a", _bytes_to_string(sizes), b"\xf7\0\0", table,  # screen = frame, 256-entry table
+        b",\0\0\0\0", _bytes_to_string(tf.concat([sizes, [image_flags & 0x40]], 0)),  # keep interlace
+        _safe_substr(data, image + 10 + lct_size, end - (image + 10 + lct_size)), b";",
+    ])
+    frame = tf.io.decode_gif(alone)[0]
+    palette = tf.reshape(tf.io.decode_raw(table, tf.uint8), [256, 3])
+    fill = palette[tf.maximum(transparency, 0)]
+    inside = tf.pad(tf.ones([frame_h, frame_w, 1], tf.bool), [[top, height - top - frame_h], [left, width - left - frame_w], [0, 0]])
+    placed = tf.pad(frame, [[top, height - top - frame_h], [left, width - left - frame_w], [0, 0]])
+    return tf.where(inside, placed, fill)
+
+
+def _bmp_fields(b: tf.Tensor) -> dict:
+    """The BMP header fields Pillow reads (core 12-byte header or an info header)."""
+    header_size = _le(b, 14, 4)
+    core = header_size == 12
+    raw_height = _le(b, 22, 4)
+    top_down = ~core & (b[25] == 0xFF)  # Pillow: a height whose top byte is FF is negative
+    bits = _pick(core, _le(b, 24, 2), _le(b, 28, 2))
+    colors = _pick(core, 0, _le(b, 46, 4))
+    colors = _pick(colors == 0, tf.bitwise.left_shift(tf.constant(1, tf.int64), tf.minimum(bits, 32)), colors)
+    offset = _le(b, 10, 4)
+    padding = _pick(core, 3, 4)  # palette entries: BGR (core) or BGRX
+    # Pillow: data that starts right after the header leaves room for the palette first.
+    offset = _pick((offset == 14 + header_size) & (bits <= 8), offset + padding * colors, offset)
+    has_alpha_mask = header_size >= 56
+    return {
+        "header_size": header_size,
+        "width": _pick(core, _le(b, 18, 2), _le(b, 18, 4)),
+        "height": _pick(core, _le(b, 20, 2), _pick(top_down, 2**32 - raw_height, raw_height)),
+        "top_down": top_down,
+        "bits": bits,
+        "compression": _pick(core, 0, _le(b, 30, 4)),
+        "colors": colors,
+        "offset": offset,
+        "padding": padding,
+        "masks": tf.stack([_le(b, 54, 4), _le(b, 58, 4), _le(b, 62, 4), _pick(has_alpha_mask, _le(b, 66, 4), 0)]),
+    }
+
+
+def _bmp_problems(f: dict, length) -> list:
+    """(condition that must hold, message) pairs for a BMP Pillow can read and we decode alike."""
+    bits, compression = f["bits"], f["compression"]
+    masks = f["masks"]
+    known_32 = tf.reduce_any(tf.reduce_all(tf.constant(_BMP_MASKS_32, tf.int64) == masks, axis=1))
+    rgb_masks = masks[:3]
+    bitfields_ok = tf.where(
+        bits == 32, known_32,
+        tf.where(bits == 24, tf.reduce_all(rgb_masks == tf.constant((0xFF0000, 0xFF00, 0xFF), tf.int64)),
+                 (bits == 16) & (tf.reduce_all(rgb_masks == tf.constant(_BMP_MASK_565, tf.int64))
+                                 | tf.reduce_all(rgb_masks == tf.constant(_BMP_MASK_555, tf.int64)))))
+    rle = (compression == 1) | (compression == 2)
+    stride = tf.bitwise.bitwise_and(tf.bitwise.right_shift(f["width"] * bits + 31, 3), ~3)
+    return [
+        (tf.reduce_any(f["header_size"] == tf.constant(_BMP_HEADER_SIZES, tf.int64)),
+         tf.strings.join(["unsupported BMP header size ", tf.strings.as_string(f["header_size"]),
+                          f" (expected one of {', '.join(map(str, _BMP_HEADER_SIZES))})"])),
+        (tf.reduce_any(bits == tf.constant(_BMP_BITS, tf.int64)),
+         tf.strings.join(["unsupported BMP bit depth ", tf.strings.as_string(bits), " (expected 1, 4, 8, 16, 24 or 32)"])),
+        ((compression <= 3) & ((compression != 1) | (bits == 8)) & ((compression != 2) | (bits == 4)),
+         tf.strings.join(["unsupported BMP compression ", tf.strings.as_string(compression), " at ",
+                          tf.strings.as_string(bits), " bits (expected raw, RLE8 at 8 bits, RLE4 at 4 bits or bitfields)"])),
+        ((compression != 3) | bitfields_ok,
+         "unsupported BMP bitfields layout (the colour masks Pillow reads: 32-bit bytes, 24-bit BGR, 16-bit 565 or 555)"),
+        ((bits > 8) | ((f["colors"] > 0) & (f["colors"] <= 65536)), "unsupported BMP palette size"),
+        (rle | (f["offset"] + stride * f["height"] <= length),
+         tf.strings.join(["truncated BMP: pixel data needs ", tf.strings.as_string(f["offset"] + stride * f["height"]),
+                          " bytes, the file has ", tf.strings.as_string(length)])),
+        (f["offset"] <= length, "corrupt BMP: the pixel data offset points past the end of the file"),
+    ]
+
+
+def _bmp_rle_indices(b: tf.Tensor, offset, width, height, rle4, length) -> tf.Tensor:
+    """Palette indices [height * width] (bottom row first) of an RLE8 / RLE4 bitmap, read as
+    Pillow's BmpRleDecoder reads it (rows cut at their end in run mode, absolute runs aligned
+    to even file offsets, the rest of a line or a delta's jump left at index 0). One step per
+    command, each at least two bytes on, so the loop ends within length / 2 steps."""
+    total = width * height
+
+    def nibbles(values):
+        pairs = tf.stack([tf.bitwise.right_shift(values, 4), tf.bitwise.bitwise_and(values, 15)], axis=1)
+        return tf.reshape(pairs, [-1])
+
+    def step(pos, filled, x, chunks, k, done):
+        at = tf.minimum(pos, length)
+        count, value = b[at], b[at + 1]
+        ends = pos + 2 > length  # Pillow stops when a command's two bytes are not both there
+        # count > 0: a run of `count` pixels (RLE4: the two nibbles of `value` alternating), cut at the row's end.
+        run = _pick(x + count > width, tf.maximum(width - x, 0), count)
+        # count 0, value >= 3: `value` pixels follow as they are, padded to an even file offset.
+        wanted = tf.minimum(total - filled, value)
+        need = _pick(rle4, (wanted + 1) // 2, wanted)
+        got = tf.clip_by_value(length - (pos + 2), 0, need)
+        # count 0, value 2: a jump right and up, filled with index 0.
+        jump = tf.minimum(total - filled, b[at + 2] + b[at + 3] * width)
+        kind = _pick(count > 0, 0, tf.minimum(value, 3) + 1)  # 0 run, 1 end of line, 2 end, 3 jump, 4 absolute
+        kind = _pick(ends | ((kind == 3) & (pos + 4 > length)), 2, kind)
+        literal = b[pos + 2: pos + 2 + got]
+        chunk = tf.switch_case(tf.cast(kind, tf.int32), [
+            lambda: tf.cond(rle4, lambda: nibbles(tf.fill([(run + 1) // 2], value))[:run], lambda: tf.fill([run], value)),
+            lambda: tf.zeros([tf.math.floormod(-filled, width)], tf.int64),
+            lambda: tf.zeros([0], tf.int64),
+            lambda: tf.zeros([jump], tf.int64),
+            lambda: tf.cond(rle4, lambda: nibbles(literal)[:wanted], lambda: literal),
+        ])
+        filled_next = filled + tf.size(chunk, out_type=tf.int64)
+        after_absolute = pos + 2 + need
+        next_pos = _pick(kind == 3, pos + 4, _pick(kind == 4, after_absolute + after_absolute % 2, pos + 2))
+        next_x = tf.switch_case(tf.cast(kind, tf.int32), [
+            lambda: x + run, lambda: tf.constant(0, tf.int64), lambda: x,
+            lambda: tf.math.floormod(filled_next, width), lambda: x + value,
+        ])
+        stop = (kind == 2) | ((kind == 4) & ((got < need) | (filled_next == total)))
+        return next_pos, filled_next, next_x, chunks.write(k, chunk), k + 1, stop
+
+    chunks = tf.TensorArray(tf.int64, size=0, dynamic_size=True, infer_shape=False, element_shape=[None])
+    _, filled, _, chunks, k, _ = tf.while_loop(
+        lambda pos, filled, x, chunks, k, done: ~done & (filled < total),
+        step,
+        (offset, tf.constant(0, tf.int64), tf.constant(0, tf.int64), chunks, tf.constant(0, tf.int32), tf.constant(False)),
+        maximum_iterations=tf.cast(length, tf.int32) // 2 + 2,
+    )
+    data = tf.cond(k > 0, lambda: chunks.concat(), lambda: tf.zeros([0], tf.int64))
+    check = tf.debugging.Assert(filled >= total, [
+        tf.strings.join(["truncated RLE BMP: ", tf.strings.as_string(filled), " of ",
+                         tf.strings.as_string(total), " pixels"])])
+    with tf.control_dependencies([check]):
+        return tf.identity(data[:total])
+
+
+def _unpack_bits(rows: tf.Tensor, bits, width) -> tf.Tensor:
+    """[H, stride] bytes of packed 1/4/8-bit indices -> [H, width], first pixel in the high bits."""
+    per_byte = 8 // bits
+    shifts = tf.range(8 - bits, -1, -bits, dtype=tf.int64)  # e.g. 4, 0 for 4 bits
+    mask = tf.bitwise.left_shift(tf.constant(1, tf.int64), bits) - 1
+    values = tf.bitwise.bitwise_and(tf.bitwise.right_shift(rows[:, :, tf.newaxis], shifts), mask)
+    return tf.reshape(values, [tf.shape(rows)[0], -1])[:, :width]
+
+
+def _decode_bmp(data: tf.Tensor, b: tf.Tensor, length) -> tf.Tensor:
+    """RGB uint8 [H, W, 3] equal to Pillow's `convert("RGB")` of a BMP: 1/4/8-bit palettes, RLE8 and
+    RLE4, 16-bit 555/565, 24 and 32 bits, BI_BITFIELDS layouts Pillow reads; others refused.
+    (tf.io.decode_bmp ignores the compression field and the colour masks.)"""
+    f = _bmp_fields(b)
+    checks = [tf.debugging.Assert(ok, [message]) for ok, message in _bmp_problems(f, length)]
+    with tf.control_dependencies(checks):
+        width, height, bits, compression = (tf.identity(f[k]) for k in ("width", "height", "bits", "compression"))
+    stride = tf.bitwise.bitwise_and(tf.bitwise.right_shift(width * bits + 31, 3), ~3)
+
+    def rows():
+        raw = tf.io.decode_raw(_safe_substr(data, f["offset"], stride * height), tf.uint8)
+        return tf.cast(tf.reshape(raw, tf.stack([height, stride])), tf.int64)
+
+    def palette_image(indices):
+        count = tf.minimum(f["colors"], 256) * f["padding"]
+        entries = tf.strings.join([_safe_substr(data, 14 + f["header_size"], count), b"\0" * 1024])
+        entries = tf.reshape(tf.io.decode_raw(tf.strings.substr(entries, 0, tf.cast(256 * f["padding"], tf.int32)), tf.uint8), tf.stack([256, f["padding"]]))
+        # Entries past the header's colour count are black, as in Pillow.
+        entries = tf.where(tf.range(256, dtype=tf.int64)[:, tf.newaxis] * f["padding"] < count, entries, tf.zeros_like(entries))
+        return tf.gather(tf.cast(entries[:, 2::-1], tf.int64), tf.minimum(indices, 255))
+
+    def rle():
+        indices = _bmp_rle_indices(b, f["offset"], width, height, compression == 2, length)
+        return palette_image(tf.reshape(indices, tf.stack([height, width])))
+
+    def indexed():
+        return palette_image(_unpack_bits(rows(), bits, width))
+
+    def sixteen():
+        packed = rows()[:, : 2 * width]
+        pixel = packed[:, 0::2] + 256 * packed[:, 1::2]
+        is_565 = (compression == 3) & (f["masks"][0] == 0xF800)
+        green_bits = _pick(is_565, 6, 5)
+        red = tf.bitwise.bitwise_and(tf.bitwise.right_shift(pixel, 5 + green_bits), 31) * 255 // 31
+        green_max = tf.bitwise.left_shift(tf.constant(1, tf.int64), green_bits) - 1
+        green = tf.bitwise.bitwise_and(tf.bitwise.right_shift(pixel, 5), green_max) * 255 // green_max
+        blue = tf.bitwise.bitwise_and(pixel, 31) * 255 // 31
+        return tf.stack([red, green, blue], axis=-1)
+
+    def bgr():
+        return tf.reshape(rows()[:, : 3 * width], tf.stack([height, width, 3]))[:, :, ::-1]
+
+    def thirty_two():
+        pixels = tf.reshape(rows()[:, : 4 * width], tf.stack([height, width, 4]))
+        masks = f["masks"][:3]
+        # Byte k holds a channel whose mask is 0xFF << 8k; no masks (or raw data) means BGRX.
+        byte_of = tf.reduce_sum(tf.cast(masks[:, tf.newaxis] == tf.constant([0xFF << (8 * k) for k in range(4)], tf.int64), tf.int64)
+                                * tf.range(4, dtype=tf.int64), axis=1)
+        order = _pick((compression == 3) & tf.reduce_any(masks != 0), byte_of, tf.constant([2, 1, 0], tf.int64))
+        return tf.gather(pixels, order, axis=2)
+
+    pixels = tf.case(
+        [((compression == 1) | (compression == 2), rle), (bits <= 8, indexed), (bits == 16, sixteen), (bits == 24, bgr)],
+        default=thirty_two,
+    )
+    pixels = tf.cast(pixels, tf.uint8)
+    return tf.cond(f["top_down"], lambda: pixels, lambda: tf.reverse(pixels, [0]))
+
+
+def decode_error_detail(error: tf.errors.OpError) -> str:
+    """The useful line of a decode error: our assertion's text, or the failing op's own words
+    (without the graph's stack and node names)."""
+    message = error.message
+    if "assertion failed: [" in message:
+        text = message.split("assertion failed: [", 1)[1]
+        return text[: text.index("]")] if "]" in text else text.splitlines()[0]
+    message = message.split("\n\t [[", 1)[0].split(" [Op:", 1)[0]
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    last = lines[-1] if lines else message.strip()
+    return last.split("}} ", 1)[-1][:200]
 
 
 def _as_list(images) -> list:

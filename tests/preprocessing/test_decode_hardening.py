@@ -1,0 +1,277 @@
+"""Issue 14, finding 8: the decoder's bounds (GIF frames, JPEG scans, BMP offsets) and the
+GIF / BMP cases that used to differ from Pillow, the reference processor's decoder.
+
+Files are written by Pillow where it can, else crafted byte by byte here (GIF frames with
+chosen indices, offsets and palettes; BMPs with bitfields and RLE data).
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from align_tf.preprocessing.image import MAX_JPEG_SCANS, AlignImageProcessor, ImageDecodeError, ImageSizeError
+from align_tf.protocol import MAX_IMAGE_FILE_BYTES, encode_images, read_image_file
+
+
+@pytest.fixture(scope="module")
+def processor():
+    return AlignImageProcessor()
+
+
+@pytest.fixture(scope="module")
+def decode(processor):
+    """The decoder as a graph, as exported signatures and tf.data run it."""
+    return tf.function(processor.decode_image, input_signature=[tf.TensorSpec([], tf.string)])
+
+
+def pil_rgb(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def assert_same_as_pil(decode, data: bytes):
+    expected = pil_rgb(data)
+    got = decode(tf.constant(data)).numpy()
+    assert got.shape == expected.shape
+    np.testing.assert_array_equal(got, expected)
+
+
+# -- GIF files with chosen frames ------------------------------------------------------------
+def lzw_literal(indices, min_code_size: int) -> bytes:
+    """GIF LZW data sending every index as a literal code (a clear code before the table grows)."""
+    clear, end = 1 << min_code_size, (1 << min_code_size) + 1
+    codes, since_clear = [clear], 0
+    for index in indices:
+        if since_clear == (1 << min_code_size) - 2:
+            codes.append(clear)
+            since_clear = 0
+        codes.append(int(index))
+        since_clear += 1
+    codes.append(end)
+    out, acc, bits = bytearray(), 0, 0
+    for code in codes:
+        acc |= code << bits
+        bits += min_code_size + 1
+        while bits >= 8:
+            out.append(acc & 0xFF)
+            acc, bits = acc >> 8, bits - 8
+    if bits:
+        out.append(acc)
+    return bytes(out)
+
+
+def sub_blocks(data: bytes) -> bytes:
+    return b"".join(bytes([len(data[i:i + 255])]) + data[i:i + 255] for i in range(0, len(data), 255)) + b"\0"
+
+
+def gif_frame(indices, width, height, left=0, top=0, transparency=None, lzw: bytes | None = None) -> bytes:
+    control = b"" if transparency is None else b"\x21\xf9\x04\x01\0\0" + bytes([transparency]) + b"\0"
+    descriptor = b"," + struct.pack("<HHHHB", left, top, width, height, 0)
+    return control + descriptor + b"\x02" + sub_blocks(lzw if lzw is not None else lzw_literal(indices, 2))
+
+
+def gif_file(screen_w, screen_h, frames, palette: bytes) -> bytes:
+    """A GIF89a with a global colour table of 4 entries (2-bit indices)."""
+    palette = palette + b"\0" * (12 - len(palette))
+    return b"GIF89a" + struct.pack("<HHBBB", screen_w, screen_h, 0x81, 1, 0) + palette + b"".join(frames) + b";"
+
+
+PALETTE = bytes([200, 10, 10, 10, 200, 10, 10, 10, 200, 250, 250, 0])  # red, green, blue, yellow
+INDICES = np.random.default_rng(0).integers(0, 4, 6 * 5)
+
+
+def test_gif_frame_larger_than_the_screen_is_bounded_by_max_pixels(processor, decode):
+    # A 1x1 screen whose frame declares 40000x60000: tf.io.decode_gif sized its output by the
+    # frame, past the header check (2.4 GB). The canvas Pillow would show is what max_pixels bounds.
+    bomb = gif_file(1, 1, [gif_frame([0] * 10, 40000, 60000)], PALETTE)
+    with pytest.raises(ImageSizeError, match="GIF header declares 40000x60000 = 2,400,000,000 pixels"):
+        processor.decode_bytes(bomb)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="more than max_pixels=40000000"):
+        decode(tf.constant(bomb))
+    # Within max_pixels the grown canvas is decoded as Pillow shows it.
+    assert_same_as_pil(decode, gif_file(2, 2, [gif_frame(INDICES, 5, 6, left=2, top=1)], PALETTE))
+
+
+def test_gif_later_frames_are_never_decoded(processor, decode):
+    # tf.io.decode_gif decodes every frame into an output sized by the largest one (60 extra
+    # frames on a 3000x3000 screen added 1.75 GB). Pillow reads the first frame only; so do we:
+    # here two later 600x500 frames would make tf.io.decode_gif return [3, 500, 600, 3].
+    later = gif_frame(np.zeros(600 * 500, np.int64), 600, 500)
+    data = gif_file(5, 6, [gif_frame(INDICES, 5, 6), later, later], PALETTE)
+    assert tf.io.decode_gif(data).shape == (3, 500, 600, 3)
+    assert_same_as_pil(decode, data)
+    np.testing.assert_array_equal(processor.decode_bytes(data), pil_rgb(data))
+    # And they do not count against max_pixels: only the first frame's canvas is decoded.
+    assert AlignImageProcessor(max_pixels=30).decode_bytes(data).shape == (6, 5, 3)
+
+
+def test_gif_transparent_index_keeps_its_palette_colour_as_in_pil(decode):
+    data = gif_file(5, 6, [gif_frame(INDICES, 5, 6, transparency=2)], PALETTE)
+    got = decode(tf.constant(data)).numpy()
+    assert (got[INDICES.reshape(6, 5) == 2] == [10, 10, 200]).all()  # blue, not black
+    assert_same_as_pil(decode, data)
+
+
+def test_gif_first_frame_smaller_than_the_screen_is_placed_on_it_as_in_pil(decode):
+    # Pillow fills the screen with index 0 (the transparent index when there is one) and pastes
+    # the frame at its offset; tf.io.decode_gif returned the 5x6 frame alone.
+    for transparency in (None, 3):
+        data = gif_file(8, 9, [gif_frame(INDICES, 5, 6, left=2, top=1, transparency=transparency)], PALETTE)
+        got = decode(tf.constant(data)).numpy()
+        assert got.shape == (9, 8, 3)
+        fill = PALETTE[0:3] if transparency is None else PALETTE[9:12]
+        assert (got[0] == list(fill)).all() and (got[:, 0] == list(fill)).all()
+        assert_same_as_pil(decode, data)
+
+
+def test_gif_without_an_image_or_cut_short_is_a_clear_error(processor):
+    whole = gif_file(5, 6, [gif_frame(INDICES, 5, 6)], PALETTE)
+    for data, message in [(whole[:25] + b";", "corrupt GIF: no image in the file"),
+                          (whole[:-6], "truncated GIF: the first image's data ends early"),
+                          (gif_file(4, 4, [gif_frame([], 0, 0)], PALETTE), "the first frame is empty")]:
+        with pytest.raises(ImageDecodeError, match=message):
+            processor.decode_bytes(data)
+
+
+# -- JPEG scans ------------------------------------------------------------------------------
+def repeat_last_scan(jpeg: bytes, times: int) -> bytes:
+    """The last scan of a progressive JPEG (a refinement scan) written `times` more times."""
+    start = jpeg.rindex(b"\xff\xda")
+    end = jpeg.rindex(b"\xff\xd9")
+    return jpeg[:end] + jpeg[start:end] * times + jpeg[end:]
+
+
+def test_jpeg_with_too_many_scans_is_refused_before_decoding(processor, decode):
+    photo = Image.fromarray(np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    buffer = io.BytesIO()
+    photo.save(buffer, "JPEG", progressive=True, quality=90)
+    progressive = buffer.getvalue()
+    scans = progressive.count(b"\xff\xda")
+    assert 2 <= scans < MAX_JPEG_SCANS
+    # A few repeats of a refinement scan decode (as libjpeg and Pillow do) ...
+    decode(tf.constant(repeat_last_scan(progressive, 3)))
+    # ... past the limit, the file is refused before any scan is decoded (1000 repeats took 43 s).
+    hostile = repeat_last_scan(progressive, 1000)
+    message = f"JPEG has {scans + 1000} scans, more than {MAX_JPEG_SCANS}"
+    with pytest.raises(ImageDecodeError, match=message):
+        processor.decode_bytes(hostile)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        decode(tf.constant(hostile))
+
+
+# -- BMP -------------------------------------------------------------------------------------
+def bmp_file(pixel_data: bytes, width, height, bits, compression=0, masks=None, palette=b"", header_size=40):
+    """A BMP with an info header of `header_size` bytes; masks follow a 40-byte header, or sit
+    inside a larger one (with the alpha mask)."""
+    fields = struct.pack("<IiiHHIIiiII", header_size, width, height, 1, bits, compression,
+                         len(pixel_data), 2835, 2835, len(palette) // 4, 0)
+    if header_size == 40:
+        info = fields + (struct.pack("<III", *masks[:3]) if masks else b"")
+    else:
+        info = fields + struct.pack("<IIII", *(masks or (0, 0, 0, 0))) + b"\0" * (header_size - 56)
+    offset = 14 + len(info) + len(palette)
+    return b"BM" + struct.pack("<IHHI", offset + len(pixel_data), 0, 0, offset) + info + palette + pixel_data
+
+
+def test_bmp_whose_data_offset_points_past_the_end_is_an_image_error(processor, decode):
+    photo = Image.fromarray(np.random.default_rng(2).integers(0, 256, (20, 30, 3), dtype=np.uint8))
+    for mode in ("RGB", "P"):
+        buffer = io.BytesIO()
+        photo.convert(mode).save(buffer, "BMP")
+        data = bytearray(buffer.getvalue())
+        data[10:14] = struct.pack("<I", 10**6)
+        # (The palette path's substr raised an error carrying the file's bytes: UnicodeDecodeError.)
+        with pytest.raises(ImageDecodeError, match="truncated BMP: pixel data needs"):
+            processor.decode_bytes(bytes(data))
+        with pytest.raises(tf.errors.InvalidArgumentError, match="truncated BMP"):
+            processor.decode_image(tf.constant(bytes(data)))  # eagerly, too
+        with pytest.raises(tf.errors.InvalidArgumentError, match="truncated BMP"):
+            decode(tf.constant(bytes(data)))
+
+
+def test_bmp_bitfields_masks_are_honoured_as_in_pil(decode):
+    pixels = np.random.default_rng(3).integers(0, 256, (7, 9, 3), dtype=np.uint8)
+    for masks, header_size in [((0xFF, 0xFF00, 0xFF0000, 0xFF000000), 124),  # RGBA byte order
+                               ((0xFF000000, 0xFF0000, 0xFF00, 0), 40),      # XBGR
+                               ((0xFF0000, 0xFF00, 0xFF, 0), 40)]:            # BGRX, the usual one
+        words = np.zeros(pixels.shape[:2], np.uint32)
+        for channel, mask in enumerate(masks[:3]):
+            words |= pixels[:, :, channel].astype(np.uint32) << ((mask & -mask).bit_length() - 1)
+        data = bmp_file(words[::-1].astype("<u4").tobytes(), 9, 7, 32, compression=3, masks=masks,
+                        header_size=header_size)
+        np.testing.assert_array_equal(decode(tf.constant(data)).numpy(), pixels, err_msg=str(masks))
+        assert_same_as_pil(decode, data)
+    # 16-bit 5-6-5 bitfields (tf.io.decode_bmp read no 16-bit BMP at all)
+    words = np.random.default_rng(4).integers(0, 65536, (7, 10)).astype("<u2")
+    assert_same_as_pil(decode, bmp_file(words[::-1].tobytes(), 10, 7, 16, 3, (0xF800, 0x7E0, 0x1F, 0)))
+    # A layout Pillow refuses is refused, with the reason.
+    odd = bmp_file(bytes(7 * 9 * 4), 9, 7, 32, compression=3, masks=(0xFF, 0xFF00, 0xFF0000, 0))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="unsupported BMP bitfields layout"):
+        decode(tf.constant(odd))
+
+
+RLE_PALETTE = bytes(np.random.default_rng(5).integers(0, 256, 16 * 4, dtype=np.uint8))
+
+
+def test_rle8_bmp_as_large_as_its_raw_pixels_is_decoded_as_rle(decode):
+    # 4x2 pixels: raw rows take 4 bytes each, and so does each row's run + end of line here, so
+    # the file's size matched raw data and tf.io.decode_bmp read the RLE codes as pixels.
+    rle = bytes([4, 7, 0, 0]) + bytes([4, 9, 0, 1])  # row 0 (bottom): 4 x index 7; row 1: 4 x index 9
+    data = bmp_file(rle, 4, 2, 8, compression=1, palette=RLE_PALETTE)
+    assert len(rle) == 4 * 2
+    got = decode(tf.constant(data)).numpy()
+    palette = np.frombuffer(RLE_PALETTE, np.uint8).reshape(16, 4)[:, 2::-1]
+    np.testing.assert_array_equal(got, np.stack([np.tile(palette[9], (4, 1)), np.tile(palette[7], (4, 1))]))
+    assert_same_as_pil(decode, data)
+
+
+def test_rle_bmps_decode_as_in_pil(decode):
+    indices = np.random.default_rng(6).integers(0, 16, (6, 10))
+    absolute = b"".join(b"\0\x0a" + bytes(row.astype(np.uint8)) + b"\0\0" for row in indices) + b"\0\1"
+    runs = b"".join(b"".join(bytes([2, v]) for v in row[::2]) + b"\0\0" for row in indices) + b"\0\1"
+    nibbles = b"".join(b"\0\x0a" + bytes((row[0::2] * 16 + row[1::2]).astype(np.uint8)) + b"\0" + b"\0\0"
+                       for row in indices) + b"\0\1"
+    for data in (bmp_file(absolute, 10, 6, 8, 1, palette=RLE_PALETTE),
+                 bmp_file(runs, 10, 6, 8, 1, palette=RLE_PALETTE),
+                 bmp_file(nibbles, 10, 6, 4, 2, palette=RLE_PALETTE)):
+        assert_same_as_pil(decode, data)
+    # Runs stop at the row's end (Pillow's rule), so three runs of 10 fill one row; then the end.
+    short = bmp_file(b"\x0a\x01" * 3 + b"\0\1", 10, 6, 8, 1, palette=RLE_PALETTE)
+    with pytest.raises(ValueError, match="not enough image data"):
+        pil_rgb(short)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="truncated RLE BMP: 10 of 60 pixels"):
+        decode(tf.constant(short))
+
+
+def test_other_bmp_depths_decode_as_in_pil(decode):
+    rng = np.random.default_rng(7)
+    indices = rng.integers(0, 16, (6, 10))
+    packed = (indices[:, 0::2] * 16 + indices[:, 1::2]).astype(np.uint8)
+    four_bit = b"".join(bytes(row) + b"\0\0\0" for row in packed[::-1])
+    one_bit = b"".join(np.packbits(row % 2).tobytes() + b"\0\0" for row in indices[::-1])
+    words = rng.integers(0, 65536, (6, 10)).astype("<u2")
+    for data in (bmp_file(four_bit, 10, 6, 4, palette=RLE_PALETTE),
+                 bmp_file(one_bit, 10, 6, 1, palette=RLE_PALETTE[:8]),
+                 bmp_file(words[::-1].tobytes(), 10, 6, 16)):  # 16-bit 5-5-5
+        assert_same_as_pil(decode, data)
+
+
+# -- files read from disk -------------------------------------------------------------------
+def test_image_files_larger_than_the_read_bound_are_refused_before_reading(tmp_path, processor):
+    path = tmp_path / "huge.png"
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n")
+        f.truncate(MAX_IMAGE_FILE_BYTES + 1)  # sparse: nothing is written, the size is what counts
+    message = rf"huge.png\): file of {MAX_IMAGE_FILE_BYTES + 1:,} bytes, more than the {MAX_IMAGE_FILE_BYTES:,}"
+    # The processor (what `align-tf classify` reads files with) and the serving client's encoder.
+    with pytest.raises(ImageSizeError, match=message):
+        processor([str(path)])
+    with pytest.raises(ImageSizeError, match=message):
+        encode_images([str(path)])
+    with pytest.raises(ImageSizeError, match="more than the 1,000 bytes"):
+        read_image_file("/dev/zero", max_bytes=1000)  # a size of 0 on disk, endless when read
