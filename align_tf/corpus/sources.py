@@ -224,7 +224,8 @@ def _check_unique(partitions) -> None:
 
 def _table_items(path, root, image_column, caption_column) -> list[list[str]]:
     """[id, image location, caption] per row; the id is the image path as the table gives it
-    (`#2`, `#3` appended when one image has several captions)."""
+    (relative to `root`, or absolute), with `#2`, `#3` appended when one image has several
+    captions."""
     from align_tf.data.pipelines import read_caption_table
 
     if is_uri(path):
@@ -234,7 +235,8 @@ def _table_items(path, root, image_column, caption_column) -> list[list[str]]:
                               caption_column=_column(caption_column))
     items, counts = [], {}
     for location, caption in rows:
-        key = _relative(location, root)
+        inside = location.startswith(root.rstrip("/") + "/")
+        key = _relative(location, root) if inside else location
         counts[key] = counts.get(key, 0) + 1
         items.append([key if counts[key] == 1 else f"{key}#{counts[key]}", location, caption])
     return items
