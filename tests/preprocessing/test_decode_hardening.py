@@ -192,6 +192,18 @@ def test_bmp_whose_data_offset_points_past_the_end_is_an_image_error(processor, 
             processor.decode_image(tf.constant(bytes(data)))  # eagerly, too
         with pytest.raises(tf.errors.InvalidArgumentError, match="truncated BMP"):
             decode(tf.constant(bytes(data)))
+    # An info header that claims to reach past the end (the palette was read at 14 + its size:
+    # substr failed with a message quoting the file's bytes).
+    buffer = io.BytesIO()
+    photo.convert("P").save(buffer, "BMP")
+    data = bytearray(buffer.getvalue())
+    data[14:18] = struct.pack("<I", 10**6)
+    for run in (lambda: processor.decode_image(tf.constant(bytes(data))), lambda: decode(tf.constant(bytes(data)))):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="unsupported BMP header size 1000000") as caught:
+            run()
+        assert "BM" not in caught.value.message.split("unsupported BMP header size")[1]
+    with pytest.raises(ImageDecodeError, match=r"^image: unsupported BMP header size 1000000 \(expected one of 12, 40"):
+        processor.decode_bytes(bytes(data))
 
 
 def test_bmp_bitfields_masks_are_honoured_as_in_pil(decode):
