@@ -270,6 +270,12 @@ class AlignTokenizer(tf.Module):
         for i, text in enumerate(texts):
             if not isinstance(text, (str, bytes)):
                 raise TextInputError(f"text {i} of {len(texts)} is not a string (got {type(text).__name__})")
+            if isinstance(text, str):
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError as e:  # a lone surrogate: not a character, no UTF-8 for it
+                    raise TextInputError(f"text {i} of {len(texts)} is not valid Unicode: U+{ord(text[e.start]):04X} "
+                                         f"at position {e.start} is a lone surrogate") from None
         out = self._run(tf.constant(list(texts), dtype=tf.string, shape=[len(texts)]), options)
         return self._finish(out, return_attention_mask, return_token_type_ids, return_tensors)
 
