@@ -33,7 +33,8 @@ def compiled_image_features(model, height=None, width=None):
     if key not in cache:
         spec = tf.TensorSpec([None, key[0], key[1], 3], tf.float32, name="pixel_values")
         cache[key] = tf.function(  # float32 out also under a mixed-precision policy
-            lambda pixel_values: tf.cast(model.get_image_features(pixel_values, training=False), tf.float32),
+            lambda pixel_values: tf.cast(model.get_image_features(
+                pixel_values, training=False, data_format="channels_last"), tf.float32),
             input_signature=[spec], jit_compile=False)
     return cache[key]
 
