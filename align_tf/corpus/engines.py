@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 from align_tf.corpus.worker import PartitionEmbedder, read_partitions
 
 ENGINES = ("local", "ray")
+LOOPBACK = "127.0.0.1"
 
 
 def run_local(partitions, worker_kwargs: dict, on_shard, on_batch=None) -> None:
@@ -28,12 +30,20 @@ def run_local(partitions, worker_kwargs: dict, on_shard, on_batch=None) -> None:
 
 def start_local_ray(num_cpus: int, num_gpus: int | None = None) -> None:
     """A Ray instance on this machine, reachable on 127.0.0.1 only, without the dashboard."""
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # read by Ray when first imported
     import ray
+    from ray._private import ray_constants
 
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    # If Ray was imported before the variable was set, tell its constant the same thing.
+    ray_constants.ENABLE_RAY_CLUSTER = False
     ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "2",
                                        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}})
+    address = ray.nodes()[0]["NodeManagerAddress"]
+    if address != LOOPBACK:
+        ray.shutdown()
+        raise RuntimeError(f"the local Ray took node address {address}, not {LOOPBACK}; start "
+                           "it yourself (ray.init) before calling embed_corpus")
 
 
 def local_cpus_per_worker(workers: int) -> int:
@@ -45,16 +55,19 @@ def run_on_ray(partitions, worker_kwargs: dict, on_shard, *, workers: int = 1,
                ray_address: str | None = None, ray_progress: bool = False) -> None:
     """Embed `partitions` on Ray: the running Ray if one is initialised, the cluster at
     `ray_address`, or a local loopback instance started (and stopped) here."""
-    import ray
-    import ray.data
-
-    started_here = not ray.is_initialized()
+    ray = sys.modules.get("ray")
+    started_here = ray is None or not ray.is_initialized()
     if started_here and ray_address:
+        import ray
+
         ray.init(address=ray_address, log_to_driver=False)
     elif started_here:
         cpus_per_worker = cpus_per_worker or local_cpus_per_worker(workers)
         # One CPU beyond the actors' for the read tasks, however few cores there are.
         start_local_ray(num_cpus=int(max(os.cpu_count() or 1, workers * cpus_per_worker + 1)))
+    import ray
+    import ray.data
+
     cpus_per_worker = cpus_per_worker or 1
     if not gpus_per_worker:
         worker_kwargs = dict(worker_kwargs, threads=max(1, int(cpus_per_worker)))
