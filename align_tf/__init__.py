@@ -1,6 +1,6 @@
 """align-tf: ALIGN (EfficientNet + BERT dual encoder) in TensorFlow / Keras 3."""
 
-import importlib
+from align_tf.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -20,12 +20,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'align_tf' has no attribute {name!r}")
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

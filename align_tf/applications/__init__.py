@@ -1,7 +1,7 @@
 """The library's applications, built on the model and the preprocessing: embedding images and
 texts in batches, zero-shot classification with prompt ensembles, and the embedding index."""
 
-import importlib
+from align_tf.lazy import lazy_exports
 
 _EXPORTS = {
     "Embedder": "align_tf.applications.embedder",
@@ -19,12 +19,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'align_tf.applications' has no attribute {name!r}")
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -1,6 +1,6 @@
 """Evaluation metrics: zero-shot classification accuracy and image-text retrieval recall."""
 
-import importlib
+from align_tf.lazy import lazy_exports
 
 _EXPORTS = {
     "retrieval_metrics": "align_tf.evaluation.retrieval",
@@ -12,12 +12,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'align_tf.evaluation' has no attribute {name!r}")
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
