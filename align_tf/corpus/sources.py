@@ -93,6 +93,20 @@ def kind_of(path: str) -> str:
     return "images"
 
 
+def _kind_of_source(source: str) -> str:
+    """A file or pattern by its suffix; a folder by what it holds: images if any, else TFRecord
+    shards, else Parquet files."""
+    kind = kind_of(source)
+    if kind != "images" or any(c in source for c in "*?["):
+        return kind
+    if is_uri(source) or os.path.isdir(source):
+        kinds = {kind_of(f) for f in _files_of(source) if kind_of(f) != "images" or is_image_file(f)}
+        for kind in ("images", "tfrecord", "parquet"):
+            if kind in kinds:
+                return kind
+    return "images"
+
+
 def _root_of(source: str) -> str:
     """The folder ids are relative to: the folder itself, a glob's fixed prefix, a file's folder."""
     if not is_uri(source) and os.path.isdir(source):
@@ -137,7 +151,8 @@ def _image_files(source: str) -> list[str]:
         if not found:
             raise DataSpecError(f"{source}: no image files there")
         return found
-    return [os.path.abspath(p) for p in find_images([source])]
+    # Sorted by path, as a URI listing is: the same folder gives the same partitions either way.
+    return sorted(os.path.abspath(p) for p in find_images([source]))
 
 
 def plan_partitions(sources, *, texts=None, shard_size: int = 1000, image_root: str | None = None,
@@ -156,7 +171,7 @@ def plan_partitions(sources, *, texts=None, shard_size: int = 1000, image_root: 
                             "TFRecord shards or Parquet files")
     partitions: list[dict] = []
     for number, source in enumerate(sources):
-        kind = kind_of(source)
+        kind = _kind_of_source(source)
         if kind == "images":
             root = _root_of(source)
             items = [[_relative(p, root), p] for p in _image_files(source)]
