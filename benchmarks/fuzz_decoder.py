@@ -221,7 +221,7 @@ def run(args) -> dict:
     stats = {t: collections.Counter() for t in TARGETS}
     kinds = {t: collections.Counter() for t in TARGETS}
     slowest = {t: (0.0, None) for t in TARGETS}
-    failures = []
+    failures, pil_differences, current = [], [], {}
     out_dir = os.path.dirname(os.path.abspath(args.out)) if args.out else tmp
     failure_dir = os.path.join(out_dir, "fuzz_failures")
 
@@ -245,22 +245,14 @@ def run(args) -> dict:
 
     watchdog = Watchdog(args.hang_s, on_hang)
 
-    def kind_of(message: str) -> str:
-        """A short name for an error: our assertion's words up to a number, or the op's."""
+    def kind_of(error) -> str:
+        """A short name for an error: its words, numbers and quoted bytes replaced by '#'."""
         from align_tf.preprocessing.image import decode_error_detail
 
-        class Op:  # decode_error_detail reads `.message`
-            pass
-
-        op = Op()
-        op.message = message
-        detail = decode_error_detail(op) if "assertion failed" in message else message.split("(", 1)[0]
-        words = []
-        for word in detail.replace(":", " ").split():
-            if any(ch.isdigit() for ch in word):
-                break
-            words.append(word)
-        return " ".join(words[:7])
+        detail = decode_error_detail(error) if isinstance(error, tf.errors.OpError) else str(error)
+        detail = detail.split(": ", 1)[-1] if detail.startswith(("image", "text")) else detail
+        words = ["#" if any(ch.isdigit() for ch in word) or word.startswith("U+") else word for word in detail.replace(":", " ").split()]
+        return " ".join(words[:8])
 
     def one(target, case, data, call, named):
         watchdog.start(f"{target} #{case}")
@@ -270,10 +262,9 @@ def run(args) -> dict:
             outcome = "ok"
         except named as e:
             outcome = "clear_error"
-            message = e.message if isinstance(e, tf.errors.OpError) else str(e).split(": ", 1)[-1]
             if isinstance(e, tf.errors.OpError):
-                stats[target]["our_message" if "assertion failed" in message else "op_message"] += 1
-            kinds[target][kind_of(message)] += 1
+                stats[target]["our_message" if "assertion failed" in e.message else "op_message"] += 1
+            kinds[target][kind_of(e)] += 1
         except Exception as e:  # anything else breaks the rule
             outcome = "unexpected_error"
             record_failure(target, case, data, e)
@@ -295,6 +286,16 @@ def run(args) -> dict:
             return
         same = expected.shape == got.shape and bool((expected == got).all())
         stats["decoder_eager"]["pil_equal" if same else "pil_differs"] += 1
+        if not same:
+            path = os.path.join(failure_dir, f"pil_differs_{current['case']}.bin")
+            os.makedirs(failure_dir, exist_ok=True)
+            with open(path, "wb") as f:
+                f.write(data)
+            pixels = (f"max |difference| {int(np.abs(expected.astype(int) - got).max())}"
+                      if expected.shape == got.shape else "")
+            pil_differences.append({"case": current["case"], "seed": current["seed"], "ours": list(got.shape),
+                                    "pil": list(expected.shape), "pixels": pixels,
+                                    "input": os.path.relpath(path, ROOT)})
 
     def image_through_saved_model(data):
         out = embed_image(image_bytes=tf.constant([data]))["image_embeds"].numpy()
@@ -314,6 +315,7 @@ def run(args) -> dict:
         image = mutate(seeds[seed_name], rng)
         text = random_text(rng)
         stats["decoder_eager"][f"seed:{seed_name.split('_')[0]}"] += 1
+        current.update(case=case, seed=seed_name)
         one("decoder_eager", case, image, decode_eager, (ImageDecodeError,))
         one("decoder_saved_model", case, mutate(seeds[seed_name], rng), image_through_saved_model,
             (tf.errors.InvalidArgumentError,))
@@ -343,6 +345,7 @@ def run(args) -> dict:
         "hangs": 0,
         "hang_limit_s": args.hang_s,
         "failures": failures,
+        "pil_differences": pil_differences,
         "setup_s": round(setup_s, 1),
         "fuzz_s": round(total_s, 1),
         "peak_rss_mb": round(peak_rss_mb(), 1),

@@ -136,9 +136,9 @@ class AlignImageProcessor(tf.Module):
         head = tf.strings.substr(tf.strings.join([data, b"\0" * 16]), 0, 16)
 
         def be(start, n):
-            return sum(b[start + i] * (256 ** (n - 1 - i)) for i in range(n))
+            return sum(_byte(b, start + i) * (256 ** (n - 1 - i)) for i in range(n))
 
-        is_jpeg = (b[0] == 0xFF) & (b[1] == 0xD8) & (b[2] == 0xFF)
+        is_jpeg = (_byte(b, 0) == 0xFF) & (_byte(b, 1) == 0xD8) & (_byte(b, 2) == 0xFF)
         is_png = tf.equal(tf.strings.substr(head, 0, 8), b"\x89PNG\r\n\x1a\n")
         has_ihdr = tf.equal(tf.strings.substr(head, 8, 8), b"\0\0\0\x0dIHDR")
         gif_magic = tf.strings.substr(head, 0, 6)
@@ -223,9 +223,9 @@ class AlignImageProcessor(tf.Module):
                                   f" scans, more than {MAX_JPEG_SCANS} (refused before decoding)"])],
             ),
         ]
-        with tf.control_dependencies(checks):
+        with tf.control_dependencies(checks):  # the decoders read these, so run after the checks
             data = tf.identity(data)
-        b = facts["bytes"]
+            b = tf.identity(facts["bytes"])
         branches = [
             lambda: tf.zeros([0, 0, 3], tf.uint8),
             lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
@@ -687,12 +687,17 @@ def _signed32(value: tf.Tensor) -> tf.Tensor:
 
 
 def _byte_values(data: tf.Tensor) -> tf.Tensor:
-    """int64 [length + _PAD]: the file's bytes as numbers, then zeros."""
-    return tf.cast(tf.io.decode_raw(tf.strings.join([data, b"\0" * _PAD]), tf.uint8), tf.int64)
+    """uint8 [length + _PAD]: the file's bytes, then zeros (one byte each: a copy of the file)."""
+    return tf.io.decode_raw(tf.strings.join([data, b"\0" * _PAD]), tf.uint8)
+
+
+def _byte(b: tf.Tensor, index) -> tf.Tensor:
+    """Byte `index` of `b` as an int64 scalar, for header arithmetic."""
+    return tf.cast(b[index], tf.int64)
 
 
 def _le(b: tf.Tensor, start, n: int) -> tf.Tensor:
-    return sum(b[start + i] * (256**i) for i in range(n))
+    return sum(_byte(b, start + i) * (256**i) for i in range(n))
 
 
 def _bytes_to_string(values: tf.Tensor) -> tf.Tensor:
@@ -727,7 +732,7 @@ def _gif_walk(b: tf.Tensor, length: tf.Tensor, is_gif: tf.Tensor):
     per block or sub-block, each moving forward, so the walk ends within `length` steps; other
     GIFs (is_gif false) take none. Bytes between blocks are skipped, as Pillow does.
     """
-    flags = b[10]
+    flags = _byte(b, 10)
     gct = _pick(flags >= 128, 3 * tf.bitwise.left_shift(tf.constant(2, tf.int64), flags % 8), 0)
     start = _pick(is_gif, 13 + gct, length)
     state0 = _pick(is_gif, _GIF_WALKING, _GIF_NO_IMAGE)
@@ -735,13 +740,13 @@ def _gif_walk(b: tf.Tensor, length: tf.Tensor, is_gif: tf.Tensor):
 
     def step(pos, mode, image, transparency, state):
         at = tf.minimum(pos, length)
-        c, c1 = b[at], b[at + 1]
+        c, c1 = _byte(b, at), _byte(b, at + 1)
         past_end = pos >= length
         # Between blocks: an extension (21), an image descriptor (2C), the trailer (3B) or junk.
         is_ext, is_image = c == 0x21, c == 0x2C
-        gce = is_ext & (c1 == 0xF9) & (b[at + 2] >= 4)
-        new_transparency = _pick(gce & (b[at + 3] % 2 == 1), b[at + 6], transparency)
-        image_flags = b[at + 9]
+        gce = is_ext & (c1 == 0xF9) & (_byte(b, at + 2) >= 4)
+        new_transparency = _pick(gce & (_byte(b, at + 3) % 2 == 1), _byte(b, at + 6), transparency)
+        image_flags = _byte(b, at + 9)
         lct = _pick(image_flags >= 128, 3 * tf.bitwise.left_shift(tf.constant(2, tf.int64), image_flags % 8), 0)
         block_pos = _pick(is_ext, pos + 2, _pick(is_image, pos + 11 + lct, pos + 1))
         block_mode = _pick(is_ext, 1, _pick(is_image, 2, 0))
@@ -790,7 +795,7 @@ def _decode_gif(data: tf.Tensor, b: tf.Tensor, image, end, transparency) -> tf.T
     height, width = _gif_canvas(b, image)
     left, top = _le(b, image + 1, 2), _le(b, image + 3, 2)
     frame_w, frame_h = _le(b, image + 5, 2), _le(b, image + 7, 2)
-    screen_flags, image_flags = b[10], b[image + 9]
+    screen_flags, image_flags = _byte(b, 10), _byte(b, image + 9)
     gct_size = _pick(screen_flags >= 128, 3 * tf.bitwise.left_shift(tf.constant(2, tf.int64), screen_flags % 8), 0)
     lct_size = _pick(image_flags >= 128, 3 * tf.bitwise.left_shift(tf.constant(2, tf.int64), image_flags % 8), 0)
     table = tf.where(lct_size > 0, _safe_substr(data, image + 10, lct_size), _safe_substr(data, 13, gct_size))
@@ -815,14 +820,20 @@ def _bmp_fields(b: tf.Tensor) -> dict:
     header_size = _le(b, 14, 4)
     core = header_size == 12
     raw_height = _le(b, 22, 4)
-    top_down = ~core & (b[25] == 0xFF)  # Pillow: a height whose top byte is FF is negative
+    top_down = ~core & (_byte(b, 25) == 0xFF)  # Pillow: a height whose top byte is FF is negative
     bits = _pick(core, _le(b, 24, 2), _le(b, 28, 2))
     colors = _pick(core, 0, _le(b, 46, 4))
     colors = _pick(colors == 0, tf.bitwise.left_shift(tf.constant(1, tf.int64), tf.minimum(bits, 32)), colors)
     offset = _le(b, 10, 4)
     padding = _pick(core, 3, 4)  # palette entries: BGR (core) or BGRX
-    # Pillow: data that starts right after the header leaves room for the palette first.
-    offset = _pick((offset == 14 + header_size) & (bits <= 8), offset + padding * colors, offset)
+    compression = _pick(core, 0, _le(b, 30, 4))
+    palette_bytes = _pick(bits <= 8, padding * colors, 0)
+    # Pillow: data that starts right after the header leaves room for the palette first, and
+    # offset 0 means "where reading stopped": after the header, masks that follow a 40-byte
+    # header, and the palette.
+    offset = _pick((offset == 14 + header_size) & (bits <= 8), offset + palette_bytes, offset)
+    masks_after = _pick((compression == 3) & (header_size < 52), 12, 0)
+    offset = _pick(offset == 0, 14 + header_size + masks_after + palette_bytes, offset)
     has_alpha_mask = header_size >= 56
     return {
         "header_size": header_size,
@@ -830,7 +841,7 @@ def _bmp_fields(b: tf.Tensor) -> dict:
         "height": _pick(core, _le(b, 20, 2), _pick(top_down, 2**32 - raw_height, raw_height)),
         "top_down": top_down,
         "bits": bits,
-        "compression": _pick(core, 0, _le(b, 30, 4)),
+        "compression": compression,
         "colors": colors,
         "offset": offset,
         "padding": padding,
@@ -877,30 +888,33 @@ def _bmp_rle_indices(b: tf.Tensor, offset, width, height, rle4, length) -> tf.Te
     command, each at least two bytes on, so the loop ends within length / 2 steps."""
     total = width * height
 
-    def nibbles(values):
-        pairs = tf.stack([tf.bitwise.right_shift(values, 4), tf.bitwise.bitwise_and(values, 15)], axis=1)
+    def nibbles(values):  # uint8 bytes -> their high and low nibbles, in that order
+        four, low = tf.constant(4, tf.uint8), tf.constant(15, tf.uint8)
+        pairs = tf.stack([tf.bitwise.right_shift(values, four), tf.bitwise.bitwise_and(values, low)], axis=1)
         return tf.reshape(pairs, [-1])
 
     def step(pos, filled, x, chunks, k, done):
         at = tf.minimum(pos, length)
-        count, value = b[at], b[at + 1]
+        count, value = _byte(b, at), _byte(b, at + 1)
         ends = pos + 2 > length  # Pillow stops when a command's two bytes are not both there
-        # count > 0: a run of `count` pixels (RLE4: the two nibbles of `value` alternating), cut at the row's end.
+        # count > 0: `count` pixels of `value` (RLE4: its two nibbles in turn), cut at the row's end.
         run = _pick(x + count > width, tf.maximum(width - x, 0), count)
         # count 0, value >= 3: `value` pixels follow as they are, padded to an even file offset.
         wanted = tf.minimum(total - filled, value)
         need = _pick(rle4, (wanted + 1) // 2, wanted)
         got = tf.clip_by_value(length - (pos + 2), 0, need)
         # count 0, value 2: a jump right and up, filled with index 0.
-        jump = tf.minimum(total - filled, b[at + 2] + b[at + 3] * width)
+        jump = tf.minimum(total - filled, _byte(b, at + 2) + _byte(b, at + 3) * width)
         kind = _pick(count > 0, 0, tf.minimum(value, 3) + 1)  # 0 run, 1 end of line, 2 end, 3 jump, 4 absolute
         kind = _pick(ends | ((kind == 3) & (pos + 4 > length)), 2, kind)
         literal = b[pos + 2: pos + 2 + got]
+        repeated = tf.cast(value, tf.uint8)
         chunk = tf.switch_case(tf.cast(kind, tf.int32), [
-            lambda: tf.cond(rle4, lambda: nibbles(tf.fill([(run + 1) // 2], value))[:run], lambda: tf.fill([run], value)),
-            lambda: tf.zeros([tf.math.floormod(-filled, width)], tf.int64),
-            lambda: tf.zeros([0], tf.int64),
-            lambda: tf.zeros([jump], tf.int64),
+            lambda: tf.cond(rle4, lambda: nibbles(tf.fill([(run + 1) // 2], repeated))[:run],
+                            lambda: tf.fill([run], repeated)),
+            lambda: tf.zeros([tf.math.floormod(-filled, width)], tf.uint8),
+            lambda: tf.zeros([0], tf.uint8),
+            lambda: tf.zeros([jump], tf.uint8),
             lambda: tf.cond(rle4, lambda: nibbles(literal)[:wanted], lambda: literal),
         ])
         filled_next = filled + tf.size(chunk, out_type=tf.int64)
@@ -913,14 +927,14 @@ def _bmp_rle_indices(b: tf.Tensor, offset, width, height, rle4, length) -> tf.Te
         stop = (kind == 2) | ((kind == 4) & ((got < need) | (filled_next == total)))
         return next_pos, filled_next, next_x, chunks.write(k, chunk), k + 1, stop
 
-    chunks = tf.TensorArray(tf.int64, size=0, dynamic_size=True, infer_shape=False, element_shape=[None])
+    chunks = tf.TensorArray(tf.uint8, size=0, dynamic_size=True, infer_shape=False, element_shape=[None])
     _, filled, _, chunks, k, _ = tf.while_loop(
         lambda pos, filled, x, chunks, k, done: ~done & (filled < total),
         step,
         (offset, tf.constant(0, tf.int64), tf.constant(0, tf.int64), chunks, tf.constant(0, tf.int32), tf.constant(False)),
         maximum_iterations=tf.cast(length, tf.int32) // 2 + 2,
     )
-    data = tf.cond(k > 0, lambda: chunks.concat(), lambda: tf.zeros([0], tf.int64))
+    data = tf.cond(k > 0, lambda: chunks.concat(), lambda: tf.zeros([0], tf.uint8))
     check = tf.debugging.Assert(filled >= total, [
         tf.strings.join(["truncated RLE BMP: ", tf.strings.as_string(filled), " of ",
                          tf.strings.as_string(total), " pixels"])])
@@ -929,12 +943,12 @@ def _bmp_rle_indices(b: tf.Tensor, offset, width, height, rle4, length) -> tf.Te
 
 
 def _unpack_bits(rows: tf.Tensor, bits, width) -> tf.Tensor:
-    """[H, stride] bytes of packed 1/4/8-bit indices -> [H, width], first pixel in the high bits."""
-    per_byte = 8 // bits
-    shifts = tf.range(8 - bits, -1, -bits, dtype=tf.int64)  # e.g. 4, 0 for 4 bits
-    mask = tf.bitwise.left_shift(tf.constant(1, tf.int64), bits) - 1
-    values = tf.bitwise.bitwise_and(tf.bitwise.right_shift(rows[:, :, tf.newaxis], shifts), mask)
-    return tf.reshape(values, [tf.shape(rows)[0], -1])[:, :width]
+    """uint8 [H, stride] of packed 1/4/8-bit indices -> int32 [H, width], first pixel in the high bits."""
+    bits = tf.cast(bits, tf.int32)
+    shifts = tf.range(8 - bits, -1, -bits)  # e.g. 4, 0 for 4 bits
+    mask = tf.bitwise.left_shift(1, bits) - 1
+    values = tf.bitwise.bitwise_and(tf.bitwise.right_shift(tf.cast(rows, tf.int32)[:, :, tf.newaxis], shifts), mask)
+    return tf.reshape(values, tf.stack([tf.shape(rows)[0], -1]))[:, :width]
 
 
 def _decode_bmp(data: tf.Tensor, b: tf.Tensor, length) -> tf.Tensor:
@@ -947,35 +961,36 @@ def _decode_bmp(data: tf.Tensor, b: tf.Tensor, length) -> tf.Tensor:
         width, height, bits, compression = (tf.identity(f[k]) for k in ("width", "height", "bits", "compression"))
     stride = tf.bitwise.bitwise_and(tf.bitwise.right_shift(width * bits + 31, 3), ~3)
 
-    def rows():
+    def rows():  # uint8 [height, stride]
         raw = tf.io.decode_raw(_safe_substr(data, f["offset"], stride * height), tf.uint8)
-        return tf.cast(tf.reshape(raw, tf.stack([height, stride])), tf.int64)
+        return tf.reshape(raw, tf.stack([height, stride]))
 
-    def palette_image(indices):
+    def palette_image(indices):  # int32 indices -> uint8 RGB
         count = tf.minimum(f["colors"], 256) * f["padding"]
         entries = tf.strings.join([_safe_substr(data, 14 + f["header_size"], count), b"\0" * 1024])
-        entries = tf.reshape(tf.io.decode_raw(tf.strings.substr(entries, 0, tf.cast(256 * f["padding"], tf.int32)), tf.uint8), tf.stack([256, f["padding"]]))
+        entries = tf.strings.substr(entries, 0, tf.cast(256 * f["padding"], tf.int32))
+        entries = tf.reshape(tf.io.decode_raw(entries, tf.uint8), tf.stack([256, f["padding"]]))
         # Entries past the header's colour count are black, as in Pillow.
-        entries = tf.where(tf.range(256, dtype=tf.int64)[:, tf.newaxis] * f["padding"] < count, entries, tf.zeros_like(entries))
-        return tf.gather(tf.cast(entries[:, 2::-1], tf.int64), tf.minimum(indices, 255))
+        listed = tf.range(256, dtype=tf.int64)[:, tf.newaxis] * f["padding"] < count
+        entries = tf.where(listed, entries, tf.zeros_like(entries))
+        return tf.gather(entries[:, 2::-1], indices)
 
     def rle():
         indices = _bmp_rle_indices(b, f["offset"], width, height, compression == 2, length)
-        return palette_image(tf.reshape(indices, tf.stack([height, width])))
+        return palette_image(tf.reshape(tf.cast(indices, tf.int32), tf.stack([height, width])))
 
     def indexed():
         return palette_image(_unpack_bits(rows(), bits, width))
 
     def sixteen():
-        packed = rows()[:, : 2 * width]
+        packed = tf.cast(rows()[:, : 2 * width], tf.int32)
         pixel = packed[:, 0::2] + 256 * packed[:, 1::2]
-        is_565 = (compression == 3) & (f["masks"][0] == 0xF800)
-        green_bits = _pick(is_565, 6, 5)
+        green_bits = tf.where((compression == 3) & (f["masks"][0] == 0xF800), 6, 5)  # 5-6-5, else 5-5-5
+        green_max = tf.bitwise.left_shift(1, green_bits) - 1
         red = tf.bitwise.bitwise_and(tf.bitwise.right_shift(pixel, 5 + green_bits), 31) * 255 // 31
-        green_max = tf.bitwise.left_shift(tf.constant(1, tf.int64), green_bits) - 1
         green = tf.bitwise.bitwise_and(tf.bitwise.right_shift(pixel, 5), green_max) * 255 // green_max
         blue = tf.bitwise.bitwise_and(pixel, 31) * 255 // 31
-        return tf.stack([red, green, blue], axis=-1)
+        return tf.cast(tf.stack([red, green, blue], axis=-1), tf.uint8)
 
     def bgr():
         return tf.reshape(rows()[:, : 3 * width], tf.stack([height, width, 3]))[:, :, ::-1]
@@ -984,8 +999,8 @@ def _decode_bmp(data: tf.Tensor, b: tf.Tensor, length) -> tf.Tensor:
         pixels = tf.reshape(rows()[:, : 4 * width], tf.stack([height, width, 4]))
         masks = f["masks"][:3]
         # Byte k holds a channel whose mask is 0xFF << 8k; no masks (or raw data) means BGRX.
-        byte_of = tf.reduce_sum(tf.cast(masks[:, tf.newaxis] == tf.constant([0xFF << (8 * k) for k in range(4)], tf.int64), tf.int64)
-                                * tf.range(4, dtype=tf.int64), axis=1)
+        at_byte = masks[:, tf.newaxis] == tf.constant([0xFF << (8 * k) for k in range(4)], tf.int64)
+        byte_of = tf.reduce_sum(tf.cast(at_byte, tf.int64) * tf.range(4, dtype=tf.int64), axis=1)
         order = _pick((compression == 3) & tf.reduce_any(masks != 0), byte_of, tf.constant([2, 1, 0], tf.int64))
         return tf.gather(pixels, order, axis=2)
 
@@ -993,7 +1008,6 @@ def _decode_bmp(data: tf.Tensor, b: tf.Tensor, length) -> tf.Tensor:
         [((compression == 1) | (compression == 2), rle), (bits <= 8, indexed), (bits == 16, sixteen), (bits == 24, bgr)],
         default=thirty_two,
     )
-    pixels = tf.cast(pixels, tf.uint8)
     return tf.cond(f["top_down"], lambda: pixels, lambda: tf.reverse(pixels, [0]))
 
 

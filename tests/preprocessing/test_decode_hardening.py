@@ -273,6 +273,20 @@ def test_other_bmp_depths_decode_as_in_pil(decode):
         assert_same_as_pil(decode, data)
 
 
+def test_bmp_data_offset_zero_means_right_after_the_header_as_in_pil(decode):
+    # Found by the fuzz run: Pillow reads pixel data at offset 0 from where its header reading
+    # stopped (after the palette, or after the masks that follow a 40-byte header).
+    rng = np.random.default_rng(8)
+    indices = rng.integers(0, 2, (6, 32))
+    one_bit = b"".join(np.packbits(row).tobytes() for row in indices[::-1])
+    pixels = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    masked = np.dstack([pixels[:, :, ::-1], np.zeros((6, 8, 1), np.uint8)])[::-1].tobytes()
+    for data in (bmp_file(one_bit, 32, 6, 1, palette=RLE_PALETTE[:8]),
+                 bmp_file(masked, 8, 6, 32, compression=3, masks=(0xFF0000, 0xFF00, 0xFF, 0))):
+        data = data[:10] + b"\0\0\0\0" + data[14:]
+        assert_same_as_pil(decode, data)
+
+
 # -- files read from disk -------------------------------------------------------------------
 def test_image_files_larger_than_the_read_bound_are_refused_before_reading(tmp_path, processor):
     path = tmp_path / "huge.png"
