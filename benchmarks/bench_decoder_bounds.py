@@ -17,41 +17,24 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-
-
-def lzw_literal(indices, min_code_size: int = 2) -> bytes:
-    """GIF LZW data with every index a literal code (a clear code before the table grows)."""
-    clear, end = 1 << min_code_size, (1 << min_code_size) + 1
-    codes, since = [clear], 0
-    for index in indices:
-        if since == (1 << min_code_size) - 2:
-            codes.append(clear)
-            since = 0
-        codes.append(int(index))
-        since += 1
-    codes.append(end)
-    out, acc, bits = bytearray(), 0, 0
-    for code in codes:
-        acc |= code << bits
-        bits += min_code_size + 1
-        while bits >= 8:
-            out.append(acc & 0xFF)
-            acc, bits = acc >> 8, bits - 8
-    return bytes(out + (bytes([acc]) if bits else b""))
+sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
 
 
 def gif(screen, frames) -> bytes:
     """frames: (left, top, width, height, lzw bytes)."""
+    from support import gif_sub_blocks
+
     body = b""
     for left, top, width, height, data in frames:
-        blocks = b"".join(bytes([len(data[i:i + 255])]) + data[i:i + 255] for i in range(0, len(data), 255))
-        body += b"," + struct.pack("<HHHHB", left, top, width, height, 0) + b"\x02" + blocks + b"\0"
+        body += b"," + struct.pack("<HHHHB", left, top, width, height, 0) + b"\x02" + gif_sub_blocks(data)
     return (b"GIF89a" + struct.pack("<HHBBB", *screen, 0x81, 0, 0) + bytes(range(12)) + body + b";")
 
 
 def hostile_files() -> dict[str, bytes]:
     import numpy as np
     from PIL import Image
+
+    from support import gif_lzw_literal as lzw_literal
 
     big_frame = gif((1, 1), [(0, 0, 40000, 60000, lzw_literal([1] * 4000))])
     many = gif((3000, 3000), [(0, 0, 1, 1, lzw_literal([1]))] + [(i, i, 1, 1, lzw_literal([2])) for i in range(60)])

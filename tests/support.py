@@ -304,3 +304,32 @@ def build_corpus(size: int = 1200, seed: int = 0) -> list[str]:
                 parts.append(rng.choice(rng.choice(_ALPHABETS)))
         corpus.append("".join(parts))
     return corpus
+
+
+# -- hand-made GIF data (frames with chosen indices, which Pillow's writer cannot give) -------
+def gif_lzw_literal(indices, min_code_size: int = 2) -> bytes:
+    """GIF LZW data sending every index as a literal code (a clear code before the table grows)."""
+    clear, end = 1 << min_code_size, (1 << min_code_size) + 1
+    codes, since_clear = [clear], 0
+    for index in indices:
+        if since_clear == (1 << min_code_size) - 2:
+            codes.append(clear)
+            since_clear = 0
+        codes.append(int(index))
+        since_clear += 1
+    codes.append(end)
+    out, acc, bits = bytearray(), 0, 0
+    for code in codes:
+        acc |= code << bits
+        bits += min_code_size + 1
+        while bits >= 8:
+            out.append(acc & 0xFF)
+            acc, bits = acc >> 8, bits - 8
+    if bits:
+        out.append(acc)
+    return bytes(out)
+
+
+def gif_sub_blocks(data: bytes) -> bytes:
+    """`data` as GIF sub-blocks (a size byte, up to 255 bytes), then the terminator."""
+    return b"".join(bytes([len(data[i:i + 255])]) + data[i:i + 255] for i in range(0, len(data), 255)) + b"\0"

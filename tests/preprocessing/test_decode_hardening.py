@@ -17,6 +17,7 @@ from PIL import Image
 
 from align_tf.preprocessing.image import MAX_JPEG_SCANS, AlignImageProcessor, ImageDecodeError, ImageSizeError
 from align_tf.protocol import MAX_IMAGE_FILE_BYTES, encode_images, read_image_file
+from support import gif_lzw_literal, gif_sub_blocks
 
 
 @pytest.fixture(scope="module")
@@ -42,37 +43,10 @@ def assert_same_as_pil(decode, data: bytes):
 
 
 # -- GIF files with chosen frames ------------------------------------------------------------
-def lzw_literal(indices, min_code_size: int) -> bytes:
-    """GIF LZW data sending every index as a literal code (a clear code before the table grows)."""
-    clear, end = 1 << min_code_size, (1 << min_code_size) + 1
-    codes, since_clear = [clear], 0
-    for index in indices:
-        if since_clear == (1 << min_code_size) - 2:
-            codes.append(clear)
-            since_clear = 0
-        codes.append(int(index))
-        since_clear += 1
-    codes.append(end)
-    out, acc, bits = bytearray(), 0, 0
-    for code in codes:
-        acc |= code << bits
-        bits += min_code_size + 1
-        while bits >= 8:
-            out.append(acc & 0xFF)
-            acc, bits = acc >> 8, bits - 8
-    if bits:
-        out.append(acc)
-    return bytes(out)
-
-
-def sub_blocks(data: bytes) -> bytes:
-    return b"".join(bytes([len(data[i:i + 255])]) + data[i:i + 255] for i in range(0, len(data), 255)) + b"\0"
-
-
 def gif_frame(indices, width, height, left=0, top=0, transparency=None, lzw: bytes | None = None) -> bytes:
     control = b"" if transparency is None else b"\x21\xf9\x04\x01\0\0" + bytes([transparency]) + b"\0"
     descriptor = b"," + struct.pack("<HHHHB", left, top, width, height, 0)
-    return control + descriptor + b"\x02" + sub_blocks(lzw if lzw is not None else lzw_literal(indices, 2))
+    return control + descriptor + b"\x02" + gif_sub_blocks(lzw if lzw is not None else gif_lzw_literal(indices, 2))
 
 
 def gif_file(screen_w, screen_h, frames, palette: bytes) -> bytes:
