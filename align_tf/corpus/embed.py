@@ -16,7 +16,7 @@ import time
 from align_tf.corpus import shards as out
 from align_tf.corpus.engines import ENGINES, run_local, run_on_ray
 from align_tf.corpus.sources import partition_fingerprint, plan_partitions
-from align_tf.errors import CorpusOutputError
+from align_tf.errors import ConfigError, CorpusOutputError
 
 EXPORTED_MODEL = "model"  # <output>/model/1: the SavedModel exported from a checkpoint
 
@@ -108,11 +108,13 @@ def embed_corpus(images, output: str, *, model: str | None = None, texts=None,
     Running the same call again skips finished shards (after a crash or Ctrl-C) and ends with
     the same output; a different model over an existing output is refused."""
     if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+        raise ConfigError(f"engine must be one of {ENGINES}, got {engine!r}")
     if dtype not in out.DTYPES:
-        raise ValueError(f"dtype must be one of {out.DTYPES}, got {dtype!r}")
-    if workers < 1 or batch_size < 1:
-        raise ValueError(f"workers and batch_size must be >= 1, got {workers} and {batch_size}")
+        raise ConfigError(f"dtype must be one of {out.DTYPES}, got {dtype!r}")
+    for name, value in (("workers", workers), ("batch_size", batch_size),
+                        ("shard_size", shard_size)):
+        if value < 1:
+            raise ConfigError(f"{name} must be >= 1, got {value}")
     started = time.time()
     partitions = plan_partitions(images, texts=texts, shard_size=shard_size, image_root=image_root,
                                  image_column=image_column, caption_column=caption_column,

@@ -17,7 +17,7 @@ import os
 import struct
 
 from align_tf.applications.image_files import find_images, is_image_file
-from align_tf.errors import DataSpecError
+from align_tf.errors import ConfigError, DataSpecError
 
 TABLE_SUFFIXES = (".tsv", ".csv")
 TFRECORD_SUFFIXES = (".tfrecord", ".tfrecords", ".tfr", ".tfrecord.gz", ".tfrecords.gz")
@@ -151,6 +151,8 @@ def _image_files(source: str) -> list[str]:
         if not found:
             raise DataSpecError(f"{source}: no image files there")
         return found
+    if not os.path.exists(source) and not any(c in source for c in "*?["):
+        raise DataSpecError(f"{source}: no such file or folder")
     # Sorted by path, as a URI listing is: the same folder gives the same partitions either way.
     return sorted(os.path.abspath(p) for p in find_images([source]))
 
@@ -163,7 +165,7 @@ def plan_partitions(sources, *, texts=None, shard_size: int = 1000, image_root: 
     `<input number>-<input name>-<run number>` and every id appears in exactly one partition
     (two inputs giving the same id are refused)."""
     if shard_size < 1:
-        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+        raise ConfigError(f"shard_size must be >= 1, got {shard_size}")
     sources = [str(s) for s in ([sources] if isinstance(sources, str) else list(sources or ()))]
     sources += [str(t) for t in ([texts] if isinstance(texts, str) else list(texts or ()))]
     if not sources:
