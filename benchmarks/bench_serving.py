@@ -10,6 +10,12 @@ date and the load average (other processes on the machine slow every figure down
     python benchmarks/bench_serving.py                          # align-base and demo
     python benchmarks/bench_serving.py --models demo --requests 20
     python benchmarks/bench_serving.py --target localhost:8500 --model-name align --models served
+    python benchmarks/bench_serving.py --models demo --encoding   # + typed fields vs tensor_content
+
+`--encoding` also measures, in this process, what writing a reply costs: gRPC outputs in the
+typed fields (`float_val`, TF Serving's default) against `tensor_content`
+(`--enable_serialization_as_tensor_content`), and REST floats written as TF Serving writes them
+against 17-digit `json.dumps`. `--tensor-content` starts the server with that flag.
 """
 
 from __future__ import annotations
@@ -79,11 +85,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(base: str, log_path: str, threads: int):
+def start_server(base: str, log_path: str, threads: int, tensor_content: bool = False):
     grpc_port = free_port()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
     argv = [sys.executable, "-m", "align_tf.cli", "serve", "--model_name", "align",
             "--model_base_path", base, "--port", str(grpc_port), "--grpc_max_threads", str(threads)]
+    if tensor_content:
+        argv.append("--enable_serialization_as_tensor_content")
     log = open(log_path, "w")
     process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
     return process, f"127.0.0.1:{grpc_port}"
@@ -132,6 +140,42 @@ def measure(client_factory, signature: str, payload, requests: int, concurrency:
     }
 
 
+def encoding_costs(repeats: int) -> list[dict]:
+    """Per reply shape: microseconds to encode (and to decode on the client) and bytes on the
+    wire, gRPC typed fields vs tensor_content, and REST JSON as written vs json.dumps."""
+    from align_tf.serving.json_tensor import outputs_to_json
+    from align_tf.serving.limits import RequestLimits
+    from align_tf.serving.tensor_proto import decode_tensors, encode_tensor_proto
+
+    def best_us(fn) -> float:
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return round(min(times) * 1e6, 1)
+
+    rng = np.random.default_rng(0)
+    limits = RequestLimits(max_decoded_bytes=1 << 30)
+    rows = []
+    for name, shape in (("text_embeds, 1 text", (1, 640)), ("text_embeds, 64 texts", (64, 640)),
+                        ("image_embeds, 256 images", (256, 640)), ("logits 64x64", (64, 64))):
+        array = rng.standard_normal(shape).astype(np.float32)
+        row = {"output": name, "shape": list(shape)}
+        for label, content in (("typed", False), ("tensor_content", True)):
+            proto = encode_tensor_proto(array, content)
+            row[f"grpc_{label}_encode_us"] = best_us(lambda: encode_tensor_proto(array, content).SerializeToString())
+            row[f"grpc_{label}_decode_us"] = best_us(lambda: decode_tensors({"y": proto}, limits, "reply"))
+            row[f"grpc_{label}_bytes"] = len(proto.SerializeToString())
+        row["rest_written_us"] = best_us(lambda: outputs_to_json({"y": array}, "columnar"))
+        row["rest_written_bytes"] = len(outputs_to_json({"y": array}, "columnar"))
+        row["rest_json_dumps_us"] = best_us(lambda: json.dumps({"outputs": array.tolist()}))
+        row["rest_json_dumps_bytes"] = len(json.dumps({"outputs": array.tolist()}))
+        print(json.dumps(row))
+        rows.append(row)
+    return rows
+
+
 def load_average() -> list[float] | None:
     try:
         return [round(v, 2) for v in os.getloadavg()]
@@ -151,6 +195,11 @@ def main(argv=None) -> int:
     parser.add_argument("--time-limit", type=float, default=120.0, help="seconds per measurement")
     parser.add_argument("--output", default=os.path.join(HERE, "results", "serving.json"))
     parser.add_argument("--note", default="", help="free text stored with the results")
+    parser.add_argument("--encoding", action="store_true",
+                        help="also measure reply encoding: typed fields vs tensor_content, REST floats")
+    parser.add_argument("--encoding-repeats", type=int, default=200)
+    parser.add_argument("--tensor-content", action="store_true",
+                        help="start the server with --enable_serialization_as_tensor_content")
     args = parser.parse_args(argv)
 
     from align_tf.serving.client import AlignServingClient
@@ -159,7 +208,10 @@ def main(argv=None) -> int:
     results = {"machine": machine_info(), "load_average_start": load_average(),
                "server": "real server at " + args.target if args.target else
                "align-tf serve (the local stand-in, Python gRPC, CPU)",
-               "note": args.note, "jpeg_bytes": len(jpeg), "text": SHORT_TEXT, "runs": []}
+               "note": args.note, "jpeg_bytes": len(jpeg), "text": SHORT_TEXT,
+               "grpc_outputs": "tensor_content" if args.tensor_content else "typed fields", "runs": []}
+    if args.encoding:
+        results["encoding"] = encoding_costs(args.encoding_repeats)
     for kind in args.models:
         workdir = tempfile.mkdtemp(prefix="bench_serving_")
         process = None
@@ -184,7 +236,8 @@ def main(argv=None) -> int:
                 export_saved_model(model, processor, base)
                 export_s = time.perf_counter() - started
                 del model
-                process, target = start_server(base, os.path.join(workdir, "server.log"), max(args.concurrency) * 2)
+                process, target = start_server(base, os.path.join(workdir, "server.log"), max(args.concurrency) * 2,
+                                               args.tensor_content)
             client = AlignServingClient(target, args.model_name, timeout=300)
             client.wait_until_available(timeout=600)
             for _ in range(args.warmup):

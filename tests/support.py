@@ -333,3 +333,85 @@ def gif_lzw_literal(indices, min_code_size: int = 2) -> bytes:
 def gif_sub_blocks(data: bytes) -> bytes:
     """`data` as GIF sub-blocks (a size byte, up to 255 bytes), then the terminator."""
     return b"".join(bytes([len(data[i:i + 255])]) + data[i:i + 255] for i in range(0, len(data), 255)) + b"\0"
+
+
+# -- serving: ports, the `align-tf` command as a subprocess, a small probe SavedModel -------
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def align_tf_command(*args: str) -> list[str]:
+    """argv for `align-tf ARGS` run by this Python (the checkout's code, installed or not)."""
+    import sys
+
+    return [sys.executable, "-m", "align_tf.cli", *args]
+
+
+def checkout_env() -> dict:
+    """The environment with this checkout first on PYTHONPATH, for subprocesses."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO_ROOT, env.get("PYTHONPATH")]))
+    return env
+
+
+def peak_memory_bytes(pid: int) -> int:
+    """A process's peak resident memory so far (VmHWM of /proc/<pid>/status, Linux)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmHWM for process {pid}")
+
+
+def save_probe_model(path: str, factor: float = 1.0) -> str:
+    """A SavedModel with ALIGN's input names and dtypes and trivial, checkable outputs:
+    `embed_text` (= serving_default): text string[N] -> text_embeds [N, 2] = (byte length,
+    factor), echo_bytes = text; `embed_tokens`: int32 [N, L] x3 -> text_embeds [N, 2] =
+    (sum of input_ids * attention_mask, factor); `embed_pixels`: float32 [N, 4, 4, 3] ->
+    image_embeds [N, 2] = (mean, factor)."""
+    import tensorflow as tf
+
+    module = tf.Module()
+    module.factor = tf.Variable(factor)
+
+    def tail(n):
+        return tf.fill([n, 1], module.factor)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    def embed_text(text):
+        length = tf.cast(tf.strings.length(text), tf.float32)[:, None]
+        return {"text_embeds": tf.concat([length, tail(tf.shape(text)[0])], 1), "echo_bytes": text}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32, name=n)
+                                  for n in ("input_ids", "attention_mask", "token_type_ids")])
+    def embed_tokens(input_ids, attention_mask, token_type_ids):
+        total = tf.cast(tf.reduce_sum(input_ids * attention_mask + 0 * token_type_ids, 1), tf.float32)
+        return {"text_embeds": tf.concat([total[:, None], tail(tf.shape(input_ids)[0])], 1)}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 4, 4, 3], tf.float32, name="pixel_values")])
+    def embed_pixels(pixel_values):
+        mean = tf.reduce_mean(pixel_values, [1, 2, 3])[:, None]
+        return {"image_embeds": tf.concat([mean, tail(tf.shape(pixel_values)[0])], 1)}
+
+    module.embed_text, module.embed_tokens, module.embed_pixels = embed_text, embed_tokens, embed_pixels
+    tf.saved_model.save(module, path, signatures={
+        "serving_default": embed_text, "embed_text": embed_text, "embed_tokens": embed_tokens,
+        "embed_pixels": embed_pixels})
+    return path
+
+
+def stop_process(process) -> None:
+    """SIGTERM, then SIGKILL after 30 s: a server a test started never outlives it."""
+    import subprocess
+
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=30)

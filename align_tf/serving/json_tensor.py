@@ -27,26 +27,19 @@ def _invalid(message: str) -> ServingError:
 
 
 # -- values -> JSON text -----------------------------------------------------------------------
-def _float_tokens(flat: np.ndarray) -> np.ndarray:
+def _float_tokens(flat: np.ndarray) -> list[str]:
     """TF Serving's WriteDecimal for every value: "%g" when it reads back as the same value,
     else max_digits10 digits; ".0" after whole numbers; NaN / Infinity / -Infinity as such."""
-    if flat.size == 0:
-        return flat.astype(str)
-    digits = 9 if flat.dtype.itemsize <= 4 else 17
-    tokens = np.char.mod("%g", flat).astype(object)
+    values = flat.tolist()
+    tokens = ["%g" % v for v in values]
     finite = np.isfinite(flat)
-    with np.errstate(all="ignore"):
-        exact = np.array(tokens[finite].astype(str)).astype(flat.dtype) == flat[finite]
-    redo = np.flatnonzero(finite)[~exact]
-    if redo.size:
-        tokens[redo] = np.char.mod(f"%.{digits}g", flat[redo]).astype(object)
-    for i in np.flatnonzero(finite):
-        t = tokens[i]
-        if "." not in t and "e" not in t:
-            tokens[i] = t + ".0"
-    for i in np.flatnonzero(~finite):
-        v = flat[i]
-        tokens[i] = "NaN" if np.isnan(v) else ("-Infinity" if v < 0 else "Infinity")
+    back = np.array([float(t) for t in tokens], dtype=flat.dtype)
+    fmt = "%.9g" if flat.dtype.itemsize <= 4 else "%.17g"
+    for i in np.flatnonzero((back != flat) & finite).tolist():
+        tokens[i] = fmt % values[i]
+    tokens = [t if ("." in t or "e" in t or "n" in t) else t + ".0" for t in tokens]  # "n": nan, inf
+    for i in np.flatnonzero(~finite).tolist():
+        tokens[i] = "NaN" if values[i] != values[i] else ("-Infinity" if values[i] < 0 else "Infinity")
     return tokens
 
 
@@ -60,26 +53,24 @@ def _string_token(value, as_bytes: bool) -> str:
     return '{"b64": "' + base64.b64encode(value).decode("ascii") + '"}'
 
 
-def _tokens(array: np.ndarray, alias: str) -> np.ndarray:
+def _tokens(array: np.ndarray, alias: str) -> list[str]:
     flat = array.reshape(-1)
     if array.dtype == object or array.dtype.kind in "SU":
         as_bytes = alias.endswith("_bytes")
-        out = np.empty(flat.size, dtype=object)
-        out[:] = [_string_token(v, as_bytes) for v in flat]
-        return out
+        return [_string_token(v, as_bytes) for v in flat]
     if array.dtype.kind == "f":
         return _float_tokens(flat)
     if array.dtype.kind == "b":
-        return np.where(flat, "true", "false").astype(object)
-    return flat.astype(str).astype(object)
+        return ["true" if v else "false" for v in flat.tolist()]
+    return [str(v) for v in flat.tolist()]
 
 
-def _nest(tokens: np.ndarray, shape: tuple) -> str:
+def _nest(tokens: list, shape: tuple) -> str:
     if not shape:
         return tokens[0]
     if len(shape) == 1:
         return "[" + ",".join(tokens) + "]"
-    step = tokens.size // shape[0] if shape[0] else 0
+    step = len(tokens) // shape[0] if shape[0] else 0
     return "[" + ",".join(_nest(tokens[i * step:(i + 1) * step], shape[1:]) for i in range(shape[0])) + "]"
 
 

@@ -11,7 +11,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -25,7 +24,7 @@ import grpc
 import numpy as np
 import pytest
 
-from support import LABELS, REPO_ROOT, encoded_images, tiny_model, tiny_processor
+from support import LABELS, REPO_ROOT, encoded_images, free_port, tiny_model, tiny_processor
 
 from align_tf.serving.client import AlignServingClient, ServingError
 from align_tf.serving.server import read_model_config_file, read_text_proto
@@ -69,11 +68,6 @@ def substitute(argv: list[str], values: dict[str, str]) -> list[str]:
         out[out.index(flag) + 1] = value
     return out
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -4,7 +4,6 @@ policies, labels, a broken version, config reloads, the REST JSON formats and Pr
 from __future__ import annotations
 
 import json
-import socket
 import urllib.error
 import urllib.request
 
@@ -12,6 +11,8 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
+
+from support import free_port
 
 from align_tf.serving.client import AlignServingClient, ServingError
 from align_tf.serving.server import (ModelConfig, ModelManager, outputs_to_json, parse_predict_body,
@@ -32,11 +33,6 @@ def save_scaler(path: str, factor: float) -> str:
     tf.saved_model.save(module, path, signatures={"serving_default": serve})
     return path
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -84,6 +84,8 @@ class ModelManager:
         self.poll()
 
     def model(self, name: str) -> ServedModel:
+        if not name:  # server_core.cc, ServableRequestFromModelSpec
+            raise invalid("ModelSpec has no name specified.")
         with self._models_lock:
             model = self.models.get(name)
         if model is None:

@@ -32,9 +32,9 @@ def model_status_reply(manager: ModelManager, name: str, version: int | None):
     lists every version when no number is given (model_servers/get_model_status_impl.cc)."""
     from tensorflow_serving.apis import get_model_status_pb2
 
-    if not name:
-        raise invalid("Missing model name in request.")
     try:
+        if not name:  # no model is named "": the monitor has no versions for it
+            raise ServingError(grpc.StatusCode.NOT_FOUND, "")
         states = manager.model(name).status(version)
     except ServingError as e:
         if e.code != grpc.StatusCode.NOT_FOUND:
@@ -54,8 +54,6 @@ def model_metadata_reply(manager: ModelManager, name: str, version: int | None, 
     """GetModelMetadataResponse with the version's SignatureDefMap packed under "signature_def"."""
     from tensorflow_serving.apis import get_model_metadata_pb2
 
-    if not name:
-        raise invalid("Missing model name in request.")
     fields = list(fields)
     if not fields:
         raise invalid("GetModelMetadataRequest must specify at least one metadata_field")

@@ -195,6 +195,8 @@ class RestHandler(BaseHTTPRequestHandler):
             name, version, label, metadata = match.groups()
             name, version, label = _decoded(name, "model name"), _version(version), \
                 _decoded(label, "model version label")
+            if not name:  # ProcessModelStatusRequest / ProcessModelMetadataRequest
+                raise invalid("Missing model name in request.")
             manager = self.server.manager
             reply = replies.model_metadata_reply(manager, name, version, label) if metadata \
                 else replies.model_status_reply(manager, name, version)  # labels ignored: TF Serving does

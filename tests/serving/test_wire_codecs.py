@@ -1,0 +1,146 @@
+"""The two wire codecs in-process: TF Serving's JSON tensor format (align_tf/serving/json_tensor.py)
+against the rules of TF Serving's util/json_tensor.cc, and the checked TensorProto decoder
+(align_tf/serving/tensor_proto.py) against TensorFlow's own `tf.make_ndarray`."""
+
+from __future__ import annotations
+
+import grpc
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from align_tf.errors import ServingError
+from align_tf.serving.json_tensor import json_to_array, outputs_to_json, parse_json_body
+from align_tf.serving.limits import RequestLimits
+from align_tf.serving.tensor_proto import decode_tensors, encode_tensor_proto
+
+INTEGER_DTYPES = [tf.int8, tf.int16, tf.int32, tf.int64, tf.uint8, tf.uint16, tf.uint32, tf.uint64]
+
+
+def refused(value, dtype, words: str):
+    with pytest.raises(ServingError) as info:
+        json_to_array(value, dtype, "x", may_hold_bools=True)
+    assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert words in info.value.message, info.value.message
+
+
+@pytest.mark.parametrize("dtype", INTEGER_DTYPES, ids=lambda d: d.name)
+@pytest.mark.parametrize("fast", [True, False])
+def test_integer_inputs_take_integers_in_their_dtype_range(dtype, fast):
+    """AddValueToTensor: integer dtypes take JSON integers only (IsInt / IsInt64 / IsUint...);
+    a decimal (even 101.0), a bool, a string or a value outside the range is refused."""
+    low, high = dtype.min, dtype.max
+    out = json_to_array([[low, high], [0, 1]], dtype, "x", may_hold_bools=not fast)
+    assert out.dtype == dtype.as_numpy_dtype and out.tolist() == [[low, high], [0, 1]]
+    for bad in (high + 1, low - 1, 101.0, True, "7", None, {"b64": "AA=="}):
+        with pytest.raises(ServingError) as info:
+            json_to_array([[1, bad]], dtype, "x", may_hold_bools=isinstance(bad, bool) or not fast)
+        assert f"is not of expected type: {dtype.name}" in info.value.message, (bad, info.value.message)
+
+
+def test_float_inputs_take_numbers_a_float_holds_without_loss():
+    """IsLosslessDecimal: integers up to 2**24 - 1 for float32 (2**53 - 1 for float64), decimals
+    within the float range, NaN and infinities; bools and strings are type errors."""
+    assert json_to_array([1, 2 ** 24 - 1, 0.5, float("nan")], tf.float32, "x").dtype == np.float32
+    refused([2 ** 24], tf.float32, "Cannot convert JSON value: 16777216 to float32 without loss of precision")
+    refused([1e39], tf.float32, "without loss of precision")
+    assert json_to_array([2 ** 53 - 1, 1e39], tf.float64, "x").tolist() == [2 ** 53 - 1, 1e39]
+    refused([True], tf.float32, "is not of expected type: float32")
+    refused(["1.5"], tf.float32, "is not of expected type: float32")
+    refused([1], tf.bool, "is not of expected type: bool")
+    assert json_to_array([True, False], tf.bool, "x", may_hold_bools=False).tolist() == [True, False]
+
+
+def test_shapes_follow_the_first_elements_and_nesting_is_bounded():
+    """GetDenseTensorShape / FillTensorProto: the shape comes from the first elements; a list of
+    another size or a value at another depth is refused; rank past the bound is refused before
+    numpy sees it (numpy stops at 64 dimensions)."""
+    refused([[1, 2], [3]], tf.int32, "Encountered list at unexpected size: 1 at level: 1 expected size: 2")
+    refused([[1, 2], 3], tf.int32, "found at incorrect level: 2 in the JSON DOM. Expected at level: 2")
+    refused([["a"], [["b"]]], tf.string, "Encountered list at unexpected level: 2 expected < 2")
+    deep = "a"
+    for _ in range(70):
+        deep = [deep]
+    refused(deep, tf.string, "nested more than 32 deep")
+    assert json_to_array([[]], tf.string, "x").shape == (1, 0)
+
+
+def test_strings_bytes_and_body_parsing():
+    assert json_to_array(["a", {"b64": "/wA="}], tf.string, "x").tolist() == [b"a", b"\xff\x00"]
+    refused([{"b64": "!!"}], tf.string, "Unable to base64 decode")
+    refused([{"b64": "YQ==", "more": 1}], tf.string, "is not of expected type: string")
+    body = parse_json_body(b'{"inputs": ["caf\xc3\xa9", "raw \xff byte"]}')
+    assert json_to_array(body["inputs"], tf.string, "x").tolist() == ["café".encode(), b"raw \xff byte"]
+    for raw, words in ((b"", "The document is empty"), (b"[1]", "Is not object"),
+                       (b'{"x": 1e400}', "Number too big"), (b"[" * 50_000, "JSON Parse error")):
+        with pytest.raises(ServingError) as info:
+            parse_json_body(raw)
+        assert words in info.value.message, raw[:20]
+    assert parse_json_body(b'{"x": [NaN, -Infinity, 1e-400]}')["x"][2] == 0.0
+
+
+def test_floats_are_written_as_tf_serving_writes_them():
+    """WriteDecimal: "%g" (six significant digits) when it reads back as the same float, else
+    max_digits10 (9) digits; ".0" after whole numbers. json_tensor.cc's own comment gives
+    9000000 -> 9e+06 and .00003 -> 3e-05; 0.123456789f needs nine digits (0.123456791)."""
+    values = np.array([0.1, 1.0, 9e6, 3e-5, 0.123456789, -2.5, np.nan, np.inf, -np.inf], np.float32)
+    assert outputs_to_json({"y": values}, "columnar") == \
+        '{"outputs": [0.1,1.0,9e+06,3e-05,0.123456791,-2.5,NaN,Infinity,-Infinity]}'
+    rng = np.random.default_rng(0)
+    floats = rng.standard_normal(1000).astype(np.float32)
+    text = outputs_to_json({"y": floats}, "columnar")
+    tokens = text[len('{"outputs": ['):-2].split(",")
+    assert np.array_equal(np.array(tokens, dtype=np.float64).astype(np.float32), floats)  # exact
+    assert all(len(t.lstrip("-").split("e")[0].replace(".", "").lstrip("0")) <= 9 for t in tokens)
+
+
+@pytest.mark.parametrize("array", [
+    np.arange(6, dtype=np.float32).reshape(2, 3), np.array([1.5, -2], np.float64), np.array([[7, -8]], np.int32),
+    np.array([2 ** 40], np.int64), np.array([255], np.uint8), np.array([True, False]), np.array([0.5], np.float16),
+    np.array([[b"a", b"\xff\x00"]], object), np.zeros((0, 3), np.float32)], ids=lambda a: f"{a.dtype}{list(a.shape)}")
+@pytest.mark.parametrize("content", [False, True], ids=["typed", "tensor_content"])
+def test_tensor_protos_decode_as_tensorflow_does(array, content):
+    """Our encoder's protos, and TensorFlow's own make_tensor_proto output, decode to what
+    tf.make_ndarray reads from them."""
+    limits = RequestLimits()
+    for proto in (encode_tensor_proto(array, content), tf.make_tensor_proto(array)):
+        ours, theirs = decode_tensors({"x": proto}, limits)["x"], tf.make_ndarray(proto)
+        assert ours.shape == theirs.shape and ours.tolist() == theirs.tolist()
+        assert ours.dtype == theirs.dtype or ours.dtype == object
+
+
+def test_short_value_lists_are_padded_as_tensorflow_pads_them():
+    """Tensor::FromProto (tensorflow/core/framework/tensor.cc, FromProtoField): fewer typed
+    values than the shape -> the last value repeated, zeros when none; more -> the first ones
+    (tf.make_ndarray agrees on padding and fails on the extra values)."""
+    from tensorflow.core.framework import tensor_pb2
+
+    cases = [(1, [4], {"float_val": [1.0, 2.0]}, [1.0, 2.0, 2.0, 2.0]), (3, [3], {}, [0, 0, 0]),
+             (7, [4], {"string_val": [b"a", b"b"]}, [b"a", b"b", b"b", b"b"]),
+             (3, [2], {"int_val": [5, 6, 7]}, [5, 6])]
+    for dtype, shape, values, expected in cases:
+        proto = tensor_pb2.TensorProto(dtype=dtype, **values)
+        for size in shape:
+            proto.tensor_shape.dim.add(size=size)
+        assert decode_tensors({"x": proto}, RequestLimits())["x"].tolist() == expected
+        if len(expected) >= sum(len(v) for v in values.values()):
+            assert tf.make_ndarray(proto).tolist() == expected
+
+
+def test_declared_sizes_are_refused_before_decoding():
+    from tensorflow.core.framework import tensor_pb2
+
+    limits = RequestLimits(max_decoded_bytes=1 << 20)
+    for dtype, shape, values in ((7, [2 ** 31], {}), (7, [64], {"string_val": [b"x" * 20_000]}),
+                                 (1, [2 ** 62, 2 ** 62], {"float_val": [1.0]})):
+        proto = tensor_pb2.TensorProto(dtype=dtype, **values)
+        for size in shape:
+            proto.tensor_shape.dim.add(size=size)
+        with pytest.raises(ServingError, match="once decoded; the limit is 1048576 bytes"):
+            decode_tensors({"x": proto}, limits)
+    for shape, words in (([-1], "negative dimension"), ([1] * 33, "rank 33")):
+        proto = tensor_pb2.TensorProto(dtype=1, float_val=[1.0])
+        for size in shape:
+            proto.tensor_shape.dim.add(size=size)
+        with pytest.raises(ServingError, match=words):
+            decode_tensors({"x": proto}, limits)
