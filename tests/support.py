@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import io
+import pathlib
 import random
 
 import numpy as np
@@ -101,6 +102,30 @@ def text_batch(vocab_size: int, lengths=(7, 12, 3), max_len: int = 12, seed: int
 
 def pixel_batch(n: int, size: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).uniform(-1, 1, (n, size, size, 3)).astype(np.float32)
+
+
+def write_processor_files(folder, size: int | None = None, crop_size: int | None = None):
+    """An HF-style processor folder: the real bert-base-uncased vocab.txt and align-base's
+    tokenizer_config.json / preprocessor_config.json (resize / crop sizes overridable)."""
+    import json
+    import shutil
+
+    from align_tf.presets import ALIGN_BASE_DIR
+
+    folder = os.fspath(folder)
+    os.makedirs(folder, exist_ok=True)
+    shutil.copyfile(os.path.join(minilm_folder(), "vocab.txt"), os.path.join(folder, "vocab.txt"))
+    shutil.copyfile(os.path.join(ALIGN_BASE_DIR, "tokenizer_config.json"),
+                    os.path.join(folder, "tokenizer_config.json"))
+    with open(os.path.join(ALIGN_BASE_DIR, "preprocessor_config.json"), encoding="utf-8") as f:
+        preprocessor = json.load(f)
+    if size:
+        preprocessor["size"] = {"height": size, "width": size}
+    if crop_size:
+        preprocessor["crop_size"] = {"height": crop_size, "width": crop_size}
+    with open(os.path.join(folder, "preprocessor_config.json"), "w", encoding="utf-8") as f:
+        json.dump(preprocessor, f)
+    return pathlib.Path(folder)
 
 
 def minilm_folder() -> str:
@@ -306,35 +331,6 @@ def build_corpus(size: int = 1200, seed: int = 0) -> list[str]:
     return corpus
 
 
-# -- hand-made GIF data (frames with chosen indices, which Pillow's writer cannot give) -------
-def gif_lzw_literal(indices, min_code_size: int = 2) -> bytes:
-    """GIF LZW data sending every index as a literal code (a clear code before the table grows)."""
-    clear, end = 1 << min_code_size, (1 << min_code_size) + 1
-    codes, since_clear = [clear], 0
-    for index in indices:
-        if since_clear == (1 << min_code_size) - 2:
-            codes.append(clear)
-            since_clear = 0
-        codes.append(int(index))
-        since_clear += 1
-    codes.append(end)
-    out, acc, bits = bytearray(), 0, 0
-    for code in codes:
-        acc |= code << bits
-        bits += min_code_size + 1
-        while bits >= 8:
-            out.append(acc & 0xFF)
-            acc, bits = acc >> 8, bits - 8
-    if bits:
-        out.append(acc)
-    return bytes(out)
-
-
-def gif_sub_blocks(data: bytes) -> bytes:
-    """`data` as GIF sub-blocks (a size byte, up to 255 bytes), then the terminator."""
-    return b"".join(bytes([len(data[i:i + 255])]) + data[i:i + 255] for i in range(0, len(data), 255)) + b"\0"
-
-
 # -- serving: ports, the `align-tf` command as a subprocess, a small probe SavedModel -------
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
@@ -403,6 +399,35 @@ def save_probe_model(path: str, factor: float = 1.0) -> str:
         "serving_default": embed_text, "embed_text": embed_text, "embed_tokens": embed_tokens,
         "embed_pixels": embed_pixels})
     return path
+
+
+# -- hand-made GIF data (frames with chosen indices, which Pillow's writer cannot give) -------
+def gif_lzw_literal(indices, min_code_size: int = 2) -> bytes:
+    """GIF LZW data sending every index as a literal code (a clear code before the table grows)."""
+    clear, end = 1 << min_code_size, (1 << min_code_size) + 1
+    codes, since_clear = [clear], 0
+    for index in indices:
+        if since_clear == (1 << min_code_size) - 2:
+            codes.append(clear)
+            since_clear = 0
+        codes.append(int(index))
+        since_clear += 1
+    codes.append(end)
+    out, acc, bits = bytearray(), 0, 0
+    for code in codes:
+        acc |= code << bits
+        bits += min_code_size + 1
+        while bits >= 8:
+            out.append(acc & 0xFF)
+            acc, bits = acc >> 8, bits - 8
+    if bits:
+        out.append(acc)
+    return bytes(out)
+
+
+def gif_sub_blocks(data: bytes) -> bytes:
+    """`data` as GIF sub-blocks (a size byte, up to 255 bytes), then the terminator."""
+    return b"".join(bytes([len(data[i:i + 255])]) + data[i:i + 255] for i in range(0, len(data), 255)) + b"\0"
 
 
 def stop_process(process) -> None:

