@@ -5,6 +5,7 @@ Each run is the real command in a child process (`python -m align_tf.cli embed .
 same generated JPEG folder and the same exported SavedModel (align-base size, random weights):
 
     python benchmarks/bench_embed.py [--images 96] [--shard-size 12] [--model-size base|tiny]
+                                     [--gpus-per-worker 1]
 
 - images_per_s: the run's images / its wall time, start-up included (what a user waits).
 - steady_images_per_s: rows of the shards finished after the first `workers` shards, over the
@@ -126,10 +127,12 @@ class MemorySampler:
 
 
 def run_embed(images: str, saved_model: str, output: str, engine: str, workers: int,
-              batch_size: int, shard_size: int) -> dict:
+              batch_size: int, shard_size: int, gpus_per_worker: float = 0) -> dict:
     command = [sys.executable, "-m", "align_tf.cli", "embed", "--images", images, "--output", output,
                "--model", saved_model, "--engine", engine, "--workers", str(workers),
                "--batch-size", str(batch_size), "--shard-size", str(shard_size)]
+    if engine == "ray" and gpus_per_worker:
+        command += ["--gpus-per-worker", str(gpus_per_worker)]
     start = time.time()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     with MemorySampler(process.pid) as memory:
@@ -164,6 +167,9 @@ def main():
     parser.add_argument("--shard-size", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--model-size", choices=("base", "tiny"), default="base")
+    parser.add_argument("--gpus-per-worker", type=float, default=0,
+                        help="GPUs per Ray actor (on a GPU machine; the local run uses the GPU "
+                             "TensorFlow sees)")
     parser.add_argument("--output", default=os.path.join(HERE, "results", "embed.json"))
     args = parser.parse_args()
 
@@ -177,7 +183,8 @@ def main():
     runs = []
     for engine, workers in (("local", 1), ("ray", 1), ("ray", 2)):
         runs.append(run_embed(images, saved_model, os.path.join(work, f"{engine}-{workers}"),
-                              engine, workers, args.batch_size, args.shard_size))
+                              engine, workers, args.batch_size, args.shard_size,
+                              args.gpus_per_worker))
     local = runs[0]
     ratios = {f"{r['engine']}_{r['workers']}_over_local": {
         "images_per_s": round(r["images_per_s"] / local["images_per_s"], 3),
@@ -186,6 +193,7 @@ def main():
         for r in runs[1:]}
     per_image = 1 / local["steady_images_per_s"] if local["steady_images_per_s"] else None
     write_result(args.output, "embed_corpus", model_size=args.model_size, images=args.images,
+                 gpus_per_worker=args.gpus_per_worker,
                  image_size="400x320 JPEG", batch_size=args.batch_size, shard_size=args.shard_size,
                  decode_s_per_image=round(decode, 5),
                  model_s_per_image_local=round(per_image, 4) if per_image else None,
