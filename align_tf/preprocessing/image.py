@@ -201,6 +201,7 @@ class AlignImageProcessor(tf.Module):
             tf.debugging.Assert(~is_gif | (facts["gif_state"] != _GIF_NO_IMAGE), ["corrupt GIF: no image in the file"]),
             tf.debugging.Assert(~is_gif | (facts["gif_state"] != _GIF_TRUNCATED),
                                 ["truncated GIF: the first image's data ends early"]),
+            tf.debugging.Assert(~is_gif | (facts["gif_state"] != _GIF_TOO_LONG), [_GIF_TOO_LONG_MESSAGE]),
             tf.debugging.Assert((height > 0) & (width > 0), ["corrupt image header (no size, or size 0)"]),
             tf.debugging.Assert(
                 height * width <= self.max_pixels,
@@ -216,7 +217,8 @@ class AlignImageProcessor(tf.Module):
                     )
                 ],
             ),
-            tf.debugging.Assert(~is_gif | (facts["gif_frame_pixels"] > 0), ["corrupt GIF: the first frame is empty (0 pixels)"]),
+            tf.debugging.Assert(~is_gif | (facts["gif_frame_pixels"] > 0),
+                                ["corrupt GIF: the first frame is empty (0 pixels)"]),
             tf.debugging.Assert(
                 facts["jpeg_scans"] <= MAX_JPEG_SCANS,
                 [tf.strings.join(["JPEG has ", tf.strings.as_string(facts["jpeg_scans"]),
@@ -397,6 +399,8 @@ class AlignImageProcessor(tf.Module):
             return "corrupt GIF: no image in the file"
         if fmt == _GIF and gif_state == _GIF_TRUNCATED:
             return "truncated GIF: the first image's data ends early"
+        if fmt == _GIF and gif_state == _GIF_TOO_LONG:
+            return _GIF_TOO_LONG_MESSAGE
         if height <= 0 or width <= 0:
             return f"corrupt {FORMATS[fmt]} header (declares {width}x{height})"
         if height * width > self.max_pixels:
@@ -407,7 +411,8 @@ class AlignImageProcessor(tf.Module):
         if fmt == _GIF and frame_pixels == 0:
             return "corrupt GIF: the first frame is empty (0 pixels)"
         if scans > MAX_JPEG_SCANS:
-            return f"JPEG has {scans} scans, more than {MAX_JPEG_SCANS} (refused before decoding: each scan costs a full pass)"
+            return (f"JPEG has {scans} scans, more than {MAX_JPEG_SCANS} "
+                    "(refused before decoding: each scan costs a full pass)")
         return None
 
     def find_decode_problem(self, data: bytes) -> str | None:
@@ -665,6 +670,12 @@ _PAD = 160
 # 2 s). 256 is nvImageCodec's default limit (NVIMGCODEC_MAX_JPEG_SCANS, set after Cure53's
 # libjpeg-turbo audit); libjpeg's own progressive script writes 10, and encoders stay far below.
 MAX_JPEG_SCANS = 256
+# Loop steps a GIF's block walk (blocks, sub-blocks, stray bytes up to the end of the first image)
+# and an RLE bitmap's commands may take: each step costs ~50-80 us in a graph, so a file made of
+# 1-byte sub-blocks or zero-pixel commands would otherwise buy decode time by the megabyte.
+# Runs of full 255-byte sub-blocks (what encoders write) are skipped 64 at a time.
+MAX_GIF_STEPS = 20_000
+MAX_RLE_COMMANDS = 50_000
 # BMP info-header sizes and bit depths Pillow reads (others it refuses, and so do we).
 _BMP_HEADER_SIZES = (12, 40, 52, 56, 64, 108, 124)
 _BMP_BITS = (1, 4, 8, 16, 24, 32)
@@ -719,8 +730,17 @@ def _count_jpeg_scans(b: tf.Tensor) -> tf.Tensor:
     return tf.reduce_sum(tf.cast((b[:-1] == 0xFF) & (b[1:] == 0xDA), tf.int64))
 
 
+_GIF_TOO_LONG_MESSAGE = (f"GIF takes more than {MAX_GIF_STEPS} blocks or sub-blocks to reach the end of "
+                         "its first image (refused: decode time is bounded)")
+
+
+def _gif_table_size(flags: tf.Tensor) -> tf.Tensor:
+    """Bytes of the colour table a GIF screen or image descriptor's flags announce (0: none)."""
+    return _pick(flags >= 128, 3 * tf.bitwise.left_shift(tf.constant(2, tf.int64), flags % 8), 0)
+
+
 # GIF walk states.
-_GIF_WALKING, _GIF_FOUND, _GIF_NO_IMAGE, _GIF_TRUNCATED = 0, 1, 2, 3
+_GIF_WALKING, _GIF_FOUND, _GIF_NO_IMAGE, _GIF_TRUNCATED, _GIF_TOO_LONG = 0, 1, 2, 3, 4
 
 
 def _gif_walk(b: tf.Tensor, length: tf.Tensor, is_gif: tf.Tensor):
@@ -728,17 +748,18 @@ def _gif_walk(b: tf.Tensor, length: tf.Tensor, is_gif: tf.Tensor):
 
     Returns (image, end, transparency, state): the offset of the first image descriptor, the
     offset just past its data, the transparent index its graphic control extensions set (-1:
-    none) and the walk's final state (_GIF_FOUND, _GIF_NO_IMAGE or _GIF_TRUNCATED). One step
-    per block or sub-block, each moving forward, so the walk ends within `length` steps; other
-    GIFs (is_gif false) take none. Bytes between blocks are skipped, as Pillow does.
+    none) and the walk's final state (_GIF_FOUND, _GIF_NO_IMAGE, _GIF_TRUNCATED or
+    _GIF_TOO_LONG past MAX_GIF_STEPS). One step per block, stray byte or sub-block (or run of up
+    to 64 full sub-blocks); other files (is_gif false) take none. Bytes between blocks are
+    skipped, as Pillow does.
     """
     flags = _byte(b, 10)
-    gct = _pick(flags >= 128, 3 * tf.bitwise.left_shift(tf.constant(2, tf.int64), flags % 8), 0)
+    gct = _gif_table_size(flags)
     start = _pick(is_gif, 13 + gct, length)
     state0 = _pick(is_gif, _GIF_WALKING, _GIF_NO_IMAGE)
     # mode: 0 between blocks, 1 in an extension's sub-blocks, 2 in the image data's sub-blocks.
 
-    def step(pos, mode, image, transparency, state):
+    def step(pos, mode, image, transparency, state, steps):
         at = tf.minimum(pos, length)
         c, c1 = _byte(b, at), _byte(b, at + 1)
         past_end = pos >= length
@@ -747,29 +768,37 @@ def _gif_walk(b: tf.Tensor, length: tf.Tensor, is_gif: tf.Tensor):
         gce = is_ext & (c1 == 0xF9) & (_byte(b, at + 2) >= 4)
         new_transparency = _pick(gce & (_byte(b, at + 3) % 2 == 1), _byte(b, at + 6), transparency)
         image_flags = _byte(b, at + 9)
-        lct = _pick(image_flags >= 128, 3 * tf.bitwise.left_shift(tf.constant(2, tf.int64), image_flags % 8), 0)
+        lct = _gif_table_size(image_flags)
         block_pos = _pick(is_ext, pos + 2, _pick(is_image, pos + 11 + lct, pos + 1))
         block_mode = _pick(is_ext, 1, _pick(is_image, 2, 0))
         block_state = _pick(past_end | (c == 0x3B), _GIF_NO_IMAGE, _GIF_WALKING)
-        # In sub-blocks: a size byte, then that many bytes; size 0 ends the chain.
-        sub_pos = pos + 1 + c
-        sub_mode = _pick(c == 0, 0, mode)
-        sub_state = _pick(past_end, _GIF_TRUNCATED, _pick((c == 0) & (mode == 2), _GIF_FOUND, _GIF_WALKING))
+        # In sub-blocks: a size byte, then that many bytes; size 0 ends the chain. Full 255-byte
+        # sub-blocks lying wholly inside the file are passed 64 at a time.
+        probes = pos + 256 * tf.range(64, dtype=tf.int64)
+        full = (tf.gather(b, tf.minimum(probes, length)) == 255) & (probes + 256 <= length)
+        full_run = tf.reduce_sum(tf.math.cumprod(tf.cast(full, tf.int64)))
+        sub_pos = _pick(full_run > 0, pos + 256 * full_run, pos + 1 + c)
+        sub_mode = _pick((c == 0) & (full_run == 0), 0, mode)
+        ends_data = (c == 0) & (full_run == 0) & (mode == 2)
+        sub_state = _pick(past_end, _GIF_TRUNCATED, _pick(ends_data, _GIF_FOUND, _GIF_WALKING))
         between = mode == 0
+        state = _pick(between, block_state, sub_state)
+        state = _pick((state == _GIF_WALKING) & (steps + 1 >= MAX_GIF_STEPS), _GIF_TOO_LONG, state)
         return (
             _pick(between, block_pos, sub_pos),
-            tf.cast(_pick(between, block_mode, sub_mode), tf.int64),
+            _pick(between, block_mode, sub_mode),
             _pick(between & is_image & ~past_end, pos, image),
             _pick(between, new_transparency, transparency),
-            tf.cast(_pick(between, block_state, sub_state), tf.int64),
+            state,
+            steps + 1,
         )
 
-    end, _, image, transparency, state = tf.while_loop(
-        lambda pos, mode, image, transparency, state: state == _GIF_WALKING,
+    end, _, image, transparency, state, _ = tf.while_loop(
+        lambda pos, mode, image, transparency, state, steps: state == _GIF_WALKING,
         step,
         (start, tf.constant(0, tf.int64), tf.constant(-1, tf.int64), tf.constant(-1, tf.int64),
-         tf.cast(state0, tf.int64)),
-        maximum_iterations=tf.cast(length, tf.int32) + 2,
+         tf.cast(state0, tf.int64), tf.constant(0, tf.int64)),
+        maximum_iterations=MAX_GIF_STEPS,
     )
     return image, end, transparency, state
 
@@ -796,11 +825,12 @@ def _decode_gif(data: tf.Tensor, b: tf.Tensor, image, end, transparency) -> tf.T
     left, top = _le(b, image + 1, 2), _le(b, image + 3, 2)
     frame_w, frame_h = _le(b, image + 5, 2), _le(b, image + 7, 2)
     screen_flags, image_flags = _byte(b, 10), _byte(b, image + 9)
-    gct_size = _pick(screen_flags >= 128, 3 * tf.bitwise.left_shift(tf.constant(2, tf.int64), screen_flags % 8), 0)
-    lct_size = _pick(image_flags >= 128, 3 * tf.bitwise.left_shift(tf.constant(2, tf.int64), image_flags % 8), 0)
+    gct_size = _gif_table_size(screen_flags)
+    lct_size = _gif_table_size(image_flags)
     table = tf.where(lct_size > 0, _safe_substr(data, image + 10, lct_size), _safe_substr(data, 13, gct_size))
     grey = tf.constant(b"".join(bytes([i, i, i]) for i in range(256)))
-    table = tf.where((lct_size == 0) & (gct_size == 0), grey, tf.strings.substr(tf.strings.join([table, b"\0" * 768]), 0, 768))
+    padded = tf.strings.substr(tf.strings.join([table, b"\0" * 768]), 0, 768)
+    table = tf.where((lct_size == 0) & (gct_size == 0), grey, padded)
     sizes = tf.stack([frame_w % 256, frame_w // 256, frame_h % 256, frame_h // 256])
     alone = tf.strings.join([
         b"GIF89a", _bytes_to_string(sizes), b"\xf7\0\0", table,  # screen = frame, 256-entry table
@@ -810,8 +840,9 @@ def _decode_gif(data: tf.Tensor, b: tf.Tensor, image, end, transparency) -> tf.T
     frame = tf.io.decode_gif(alone)[0]
     palette = tf.reshape(tf.io.decode_raw(table, tf.uint8), [256, 3])
     fill = palette[tf.maximum(transparency, 0)]
-    inside = tf.pad(tf.ones([frame_h, frame_w, 1], tf.bool), [[top, height - top - frame_h], [left, width - left - frame_w], [0, 0]])
-    placed = tf.pad(frame, [[top, height - top - frame_h], [left, width - left - frame_w], [0, 0]])
+    margins = [[top, height - top - frame_h], [left, width - left - frame_w], [0, 0]]
+    inside = tf.pad(tf.ones([frame_h, frame_w, 1], tf.bool), margins)
+    placed = tf.pad(frame, margins)
     return tf.where(inside, placed, fill)
 
 
@@ -885,7 +916,7 @@ def _bmp_rle_indices(b: tf.Tensor, offset, width, height, rle4, length) -> tf.Te
     """Palette indices [height * width] (bottom row first) of an RLE8 / RLE4 bitmap, read as
     Pillow's BmpRleDecoder reads it (rows cut at their end in run mode, absolute runs aligned
     to even file offsets, the rest of a line or a delta's jump left at index 0). One step per
-    command, each at least two bytes on, so the loop ends within length / 2 steps."""
+    command, at most MAX_RLE_COMMANDS of them."""
     total = width * height
 
     def nibbles(values):  # uint8 bytes -> their high and low nibbles, in that order
@@ -928,17 +959,21 @@ def _bmp_rle_indices(b: tf.Tensor, offset, width, height, rle4, length) -> tf.Te
         return next_pos, filled_next, next_x, chunks.write(k, chunk), k + 1, stop
 
     chunks = tf.TensorArray(tf.uint8, size=0, dynamic_size=True, infer_shape=False, element_shape=[None])
-    _, filled, _, chunks, k, _ = tf.while_loop(
-        lambda pos, filled, x, chunks, k, done: ~done & (filled < total),
-        step,
-        (offset, tf.constant(0, tf.int64), tf.constant(0, tf.int64), chunks, tf.constant(0, tf.int32), tf.constant(False)),
-        maximum_iterations=tf.cast(length, tf.int32) // 2 + 2,
+    initial = (offset, tf.constant(0, tf.int64), tf.constant(0, tf.int64), chunks, tf.constant(0, tf.int32),
+               tf.constant(False))
+    _, filled, _, chunks, k, done = tf.while_loop(
+        lambda pos, filled, x, chunks, k, done: ~done & (filled < total), step, initial,
+        maximum_iterations=MAX_RLE_COMMANDS,
     )
     data = tf.cond(k > 0, lambda: chunks.concat(), lambda: tf.zeros([0], tf.uint8))
-    check = tf.debugging.Assert(filled >= total, [
-        tf.strings.join(["truncated RLE BMP: ", tf.strings.as_string(filled), " of ",
-                         tf.strings.as_string(total), " pixels"])])
-    with tf.control_dependencies([check]):
+    checks = [
+        tf.debugging.Assert(done | (filled >= total) | (k < MAX_RLE_COMMANDS), [
+            f"RLE BMP needs more than {MAX_RLE_COMMANDS} commands (refused: decode time is bounded)"]),
+        tf.debugging.Assert(filled >= total, [
+            tf.strings.join(["truncated RLE BMP: ", tf.strings.as_string(filled), " of ",
+                             tf.strings.as_string(total), " pixels"])]),
+    ]
+    with tf.control_dependencies(checks):
         return tf.identity(data[:total])
 
 
@@ -971,9 +1006,18 @@ def _decode_bmp(data: tf.Tensor, b: tf.Tensor, length) -> tf.Tensor:
         entries = tf.strings.substr(entries, 0, tf.cast(256 * f["padding"], tf.int32))
         entries = tf.reshape(tf.io.decode_raw(entries, tf.uint8), tf.stack([256, f["padding"]]))
         # Entries past the header's colour count are black, as in Pillow.
-        listed = tf.range(256, dtype=tf.int64)[:, tf.newaxis] * f["padding"] < count
-        entries = tf.where(listed, entries, tf.zeros_like(entries))
-        return tf.gather(entries[:, 2::-1], indices)
+        index = tf.range(256, dtype=tf.int64)
+        listed = index * f["padding"] < count
+        rgb = tf.where(listed[:, tf.newaxis], entries[:, 2::-1], tf.zeros_like(entries[:, :3]))
+        # Pillow drops a palette that is a grey ramp (black and white for 2 colours) and reads the
+        # indices as grey levels: 1-bit as 0/255, 8-bit as the index itself, listed or not.
+        ramp = tf.where(f["colors"] == 2, index * 255, index)
+        grey = tf.reduce_all(~listed[:, tf.newaxis] | (tf.cast(rgb, tf.int64) == ramp[:, tf.newaxis]))
+        one_bit = (bits == 1) & (f["colors"] <= 2)
+        eight_bit = (bits == 8) & (f["colors"] > 2)
+        levels = tf.cast(tf.minimum(tf.where(one_bit, index * 255, index), 255), tf.uint8)
+        rgb = tf.where(grey & (one_bit | eight_bit), tf.tile(levels[:, tf.newaxis], [1, 3]), rgb)
+        return tf.gather(rgb, indices)
 
     def rle():
         indices = _bmp_rle_indices(b, f["offset"], width, height, compression == 2, length)

@@ -15,7 +15,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from align_tf.preprocessing.image import MAX_JPEG_SCANS, AlignImageProcessor, ImageDecodeError, ImageSizeError
+from align_tf.preprocessing.image import (MAX_GIF_STEPS, MAX_JPEG_SCANS, MAX_RLE_COMMANDS, AlignImageProcessor,
+                                         ImageDecodeError, ImageSizeError)
 from align_tf.protocol import MAX_IMAGE_FILE_BYTES, encode_images, read_image_file
 from support import gif_lzw_literal, gif_sub_blocks
 
@@ -259,6 +260,44 @@ def test_bmp_data_offset_zero_means_right_after_the_header_as_in_pil(decode):
                  bmp_file(masked, 8, 6, 32, compression=3, masks=(0xFF0000, 0xFF00, 0xFF, 0))):
         data = data[:10] + b"\0\0\0\0" + data[14:]
         assert_same_as_pil(decode, data)
+
+
+def test_bmp_grey_palette_is_read_as_grey_levels_as_in_pil(decode):
+    # Found by the fuzz run: a 1-bit BMP listing one colour (black) has a "grey" palette for
+    # Pillow, which then reads bit 1 as white rather than as a missing (black) entry.
+    indices = np.random.default_rng(9).integers(0, 2, (6, 32))
+    one_bit = b"".join(np.packbits(row).tobytes() for row in indices[::-1])
+    data = bmp_file(one_bit, 32, 6, 1, palette=b"\0\0\0\0")
+    np.testing.assert_array_equal(decode(tf.constant(data)).numpy()[:, :, 0], indices * 255)
+    assert_same_as_pil(decode, data)
+    # 8-bit with a 4-entry grey ramp: indices past the ramp are grey levels too.
+    levels = np.random.default_rng(10).integers(0, 256, (6, 8)).astype(np.uint8)
+    ramp = b"".join(bytes([i, i, i, 0]) for i in range(4))
+    assert_same_as_pil(decode, bmp_file(levels[::-1].tobytes(), 8, 6, 8, palette=ramp))
+
+
+def test_gif_and_rle_loops_are_bounded(processor, decode):
+    # One loop step per GIF block / sub-block / stray byte and per RLE command: a file made of
+    # them would buy decode time by the megabyte, so both loops stop at a fixed count.
+    lzw = gif_lzw_literal(np.zeros(3000, np.int64), 2)
+    tiny_blocks = b"".join(b"\x01" + lzw[i:i + 1] for i in range(len(lzw))) + b"\0"
+    header = b"GIF89a" + struct.pack("<HHBBB", 60, 50, 0x81, 0, 0) + PALETTE
+    image = b"," + struct.pack("<HHHHB", 0, 0, 60, 50, 0) + b"\x02"
+    assert_same_as_pil(decode, header + image + tiny_blocks + b";")  # 1-byte sub-blocks: fine
+    stray = header + b"\x99" * MAX_GIF_STEPS + image + gif_sub_blocks(lzw) + b";"
+    with pytest.raises(ImageDecodeError, match=f"GIF takes more than {MAX_GIF_STEPS} blocks"):
+        processor.decode_bytes(stray)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=f"GIF takes more than {MAX_GIF_STEPS} blocks"):
+        decode(tf.constant(stray))
+    # Full 255-byte sub-blocks (what encoders write) pass 64 at a time: a 600x500 frame is fine.
+    big = gif_lzw_literal(np.ones(600 * 500, np.int64), 2)
+    assert len(big) // 255 > 400
+    assert_same_as_pil(decode, header[:6] + struct.pack("<HHBBB", 600, 500, 0x81, 0, 0) + PALETTE
+                       + b"," + struct.pack("<HHHHB", 0, 0, 600, 500, 0) + b"\x02" + gif_sub_blocks(big) + b";")
+    # RLE: runs cut to nothing at the row's end are still commands.
+    zero_pixel_runs = b"\x04\x01" + b"\x01\x01" * MAX_RLE_COMMANDS + b"\0\1"
+    with pytest.raises(tf.errors.InvalidArgumentError, match=f"RLE BMP needs more than {MAX_RLE_COMMANDS} commands"):
+        decode(tf.constant(bmp_file(zero_pixel_runs, 4, 2, 8, 1, palette=RLE_PALETTE)))
 
 
 # -- files read from disk -------------------------------------------------------------------
