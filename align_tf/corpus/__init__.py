@@ -1,27 +1,12 @@
 """Embedding corpora bigger than one machine: inputs planned into partitions, embedded by the
 exported SavedModel in this process or on Ray Data actors, written as resumable Parquet shards.
 
-Ray is imported only when `engine="ray"` runs: `import align_tf.corpus` does not import it."""
+Nothing here imports TensorFlow or Ray when imported: Ray loads only when `engine="ray"` runs,
+TensorFlow when a model is resolved or loaded."""
 
-import importlib
+from align_tf.corpus.embed import embed_corpus
+from align_tf.corpus.shards import iter_embedding_shards, read_manifest, read_shard
+from align_tf.corpus.sources import plan_partitions, read_partition
 
-_EXPORTS = {
-    "embed_corpus": "align_tf.corpus.embed",
-    "plan_partitions": "align_tf.corpus.sources",
-    "read_partition": "align_tf.corpus.sources",
-    "iter_embedding_shards": "align_tf.corpus.shards",
-    "read_shard": "align_tf.corpus.shards",
-    "read_manifest": "align_tf.corpus.shards",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'align_tf.corpus' has no attribute {name!r}")
-
-
-def __dir__():
-    return __all__
+__all__ = ["embed_corpus", "iter_embedding_shards", "plan_partitions", "read_manifest",
+           "read_partition", "read_shard"]
