@@ -144,3 +144,41 @@ def test_declared_sizes_are_refused_before_decoding():
             proto.tensor_shape.dim.add(size=size)
         with pytest.raises(ServingError, match=words):
             decode_tensors({"x": proto}, limits)
+
+
+def test_the_client_holds_the_same_bounds():
+    """AlignServingClient refuses, before sending, inputs past 32 dimensions or past
+    max_message_bytes, and decodes a reply with the checked decoder: a real gRPC server on
+    127.0.0.1 whose reply declares 2**31 strings gets INVALID_ARGUMENT, not 2**31 allocations."""
+    from concurrent import futures
+
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    from align_tf.errors import InputError
+    from align_tf.serving.client import AlignServingClient
+    from support import free_port
+
+    class HostileServer(prediction_service_pb2_grpc.PredictionServiceServicer):
+        def Predict(self, request, context):
+            response = predict_pb2.PredictResponse()
+            response.outputs["y"].dtype = 7
+            response.outputs["y"].tensor_shape.dim.add(size=2 ** 31)
+            return response
+
+    port = free_port()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(HostileServer(), server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    try:
+        with AlignServingClient(f"127.0.0.1:{port}", "m", retries=0, max_message_bytes=4096) as client:
+            with pytest.raises(InputError, match="33 dimensions; at most 32"):
+                client.predict("s", {"x": np.zeros([1] * 33, np.float32)})
+            with pytest.raises(ServingError, match="more than max_message_bytes 4096") as info:
+                client.predict("s", {"x": np.zeros(2048, np.float32)})
+            assert info.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+            with pytest.raises(ServingError, match="reply's tensors .* would take") as info:
+                client.embed_text(["a"])
+            assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    finally:
+        server.stop(grace=None)
