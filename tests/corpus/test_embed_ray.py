@@ -84,8 +84,10 @@ def cli(*args):
 
 def test_sigint_then_rerun_equals_an_uninterrupted_run(corpus, tmp_path, embeddings_of):
     output = str(tmp_path / "interrupted")
+    # Its own local Ray, 2 actors; Ctrl-C reaches the driver, which stops Ray with its actors.
     command = cli("--images", corpus["folder"], "--output", output, "--model",
-                  corpus["saved_model"], "--shard-size", "2", "--batch-size", "1")
+                  corpus["saved_model"], "--shard-size", "2", "--batch-size", "1",
+                  "--engine", "ray", "--workers", "2")
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
     while time.time() < deadline and process.poll() is None:
