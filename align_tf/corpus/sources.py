@@ -250,13 +250,20 @@ def _table_items(path, root, image_column, caption_column) -> list[list[str]]:
                             "locally (the images it names may be URIs)")
     rows = read_caption_table(path, root, image_column=_column(image_column),
                               caption_column=_column(caption_column))
-    items, counts = [], {}
-    for location, caption in rows:
-        inside = location.startswith(root.rstrip("/") + "/")
-        key = _relative(location, root) if inside else location
+    keys = [_relative(location, root) if location.startswith(root.rstrip("/") + "/") else location
+            for location, _ in rows]
+    return [[key, location, caption]
+            for key, (location, caption) in zip(_numbered_repeats(keys), rows)]
+
+
+def _numbered_repeats(keys) -> list[str]:
+    """Ids made unique in order: the second `a` becomes `a#2`, the third `a#3`."""
+    counts: dict[str, int] = {}
+    out = []
+    for key in keys:
         counts[key] = counts.get(key, 0) + 1
-        items.append([key if counts[key] == 1 else f"{key}#{counts[key]}", location, caption])
-    return items
+        out.append(key if counts[key] == 1 else f"{key}#{counts[key]}")
+    return out
 
 
 def _column(value):
@@ -383,6 +390,7 @@ def _read_parquet(partition: dict):
     stem = location.rstrip("/").rsplit("/", 1)[-1]
     keys = ([str(k) for k in table.column(ids).to_pylist()] if ids
             else [f"{stem}#{i}" for i in range(len(column))])
+    keys = _numbered_repeats(keys)
     captions = table.column(caption).to_pylist() if caption else [None] * len(column)
     return [(k, bytes(v or b""), c) for k, v, c in zip(keys, column, captions)]
 

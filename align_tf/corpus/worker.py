@@ -131,44 +131,41 @@ class PartitionEmbedder:
         return {k: np.array(v) for k, v in rows.items()}
 
     def embed_partition(self, partition: dict, items, read_errors):
+        """Embed one read partition and write its shard: (name, rows written, errors)."""
         from align_tf.corpus.sources import partition_fingerprint
 
         failed = {e["id"]: e["reason"] for e in read_errors}
-        ids, vectors = [], []
+        kept, vectors = [], []  # kept: the (id, bytes, caption) items that embedded
         for start in range(0, len(items), self.batch_size):
             chunk = items[start:start + self.batch_size]
             embeds = self._isolate(self.backend.embed_images, [c[1] for c in chunk],
                                    [c[0] for c in chunk], failed)
-            for (key, _, _), vector in zip(chunk, embeds):
+            for item, vector in zip(chunk, embeds):
                 if vector is not None:
-                    ids.append(key)
+                    kept.append(item)
                     vectors.append(vector)
             if self.on_batch is not None:
                 self.on_batch(len(chunk))
-        captions = [c[2] for c in items if c[2] is not None]
-        with_captions = bool(captions)
-        text_vectors = None
-        kept = set(ids)
-        if with_captions:
-            by_id = {c[0]: c[2] if c[2] is not None else "" for c in items}
-            texts = [by_id[k] for k in ids]
-            text_vectors = [self.backend.embed_texts(texts[s:s + self.batch_size])
-                            for s in range(0, len(texts), self.batch_size)]
         dim = self.info["dim"]
+        with_captions = any(c[2] is not None for c in items)
+        captions = [c[2] or "" for c in kept] if with_captions else None
+        text_vectors = None
+        if with_captions:
+            parts = [self.backend.embed_texts(captions[s:s + self.batch_size])
+                     for s in range(0, len(captions), self.batch_size)]
+            text_vectors = np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
+        # Errors in input order (inputs that could not be read first, as they were found).
         order = {c[0]: n for n, c in enumerate(items)}
-        errors = sorted(({"id": k, "reason": r} for k, r in failed.items() if k not in kept),
+        errors = sorted(({"id": k, "reason": r} for k, r in failed.items()),
                         key=lambda e: order.get(e["id"], -1))
         info = dict(self.info, partition_fingerprint=partition_fingerprint(partition),
                     kind=partition["kind"], root=partition.get("root"), input=partition["input"],
                     captions=with_captions)
-        write_shard(self.output_dir, partition["name"], ids,
+        write_shard(self.output_dir, partition["name"], [c[0] for c in kept],
                     np.stack(vectors) if vectors else np.zeros((0, dim), np.float32),
-                    info=info, errors=errors,
-                    captions=[by_id[k] for k in ids] if with_captions else None,
-                    text_embeddings=(np.concatenate(text_vectors) if text_vectors
-                                     else np.zeros((0, dim), np.float32)) if with_captions else None,
+                    info=info, errors=errors, captions=captions, text_embeddings=text_vectors,
                     dtype=self.dtype)
-        return partition["name"], len(ids), errors
+        return partition["name"], len(kept), errors
 
     def _isolate(self, embed, inputs, keys, failed):
         """Embeddings for `inputs` (None where an input fails on its own), halving a failing
