@@ -66,7 +66,7 @@ class TensorHeader:
             return n * np.dtype(self.numpy_dtype).itemsize
         values = self.proto.string_val
         k = len(values)
-        stored = sum(len(v) for v in (values[:n] if k > n else values))
+        stored = sum(map(len, values[:n] if k > n else values))
         padding = (n - k) * len(values[-1]) if 0 < k < n else 0
         return stored + padding + n * STRING_OVERHEAD_BYTES
 
