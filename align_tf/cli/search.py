@@ -97,9 +97,13 @@ def index_from_embeddings(args):
 
     manifest = read_manifest(args.from_embeddings)
     dtype = "float16" if args.float16 else (manifest or {}).get("dtype", "float32")
-    # The checkpoint the corpus came from embeds `align-tf search` queries; a corpus embedded
-    # by a SavedModel or a server has none (search then needs --model).
-    model = ((manifest or {}).get("model") or {}).get("checkpoint")
+    # `align-tf search` embeds queries with the index's model: --model, else the checkpoint the
+    # corpus came from. A corpus embedded by a SavedModel or a server has none.
+    model = args.model or ((manifest or {}).get("model") or {}).get("checkpoint")
+    if model is None:
+        print("note: the corpus was embedded by a SavedModel or a server, so the index records no "
+              "checkpoint for queries: give `index build --model CHECKPOINT` (the one exported), "
+              "or `align-tf search --model CHECKPOINT`", file=sys.stderr)
     return EmbeddingIndex.build_from_shards(iter_embedding_shards(args.from_embeddings),
                                             args.output, dtype=dtype, model=model)
 

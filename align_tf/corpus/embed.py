@@ -224,7 +224,9 @@ def _finish(output, partitions, manifest, started, ran) -> dict:
                     counts={"inputs": rows + len(errors), "embedded": rows,
                             "errors": len(errors), "shards": len(shard_list),
                             "shards_this_run": ran},
-                    time={"finished": now.isoformat(timespec="seconds"),
+                    time={"started": datetime.datetime.fromtimestamp(
+                              started, datetime.timezone.utc).isoformat(timespec="seconds"),
+                          "finished": now.isoformat(timespec="seconds"),
                           "seconds_this_run": round(time.time() - started, 3)})
     if manifest["engine"] == "ray":
         import ray
