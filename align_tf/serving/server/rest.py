@@ -53,6 +53,16 @@ def _version(text: str | None) -> int | None:
     return int(text)
 
 
+def _model_info(pattern, method: str, path: str) -> tuple:
+    """ParseModelInfo: (name, version, label, method or subresource) from a path the pattern
+    takes, URL-decoded and checked; else 400 "Malformed request"."""
+    match = pattern.fullmatch(path)
+    if not match:
+        raise invalid(f"Malformed request: {method} {path}")
+    name, version, label, last = match.groups()
+    return _decoded(name, "model name"), _version(version), _decoded(label, "model version label"), last
+
+
 def _decoded(text: str | None, what: str) -> str | None:
     """DecodeArg: model names and labels are URL-decoded (curl_easy_unescape)."""
     if text is None:
@@ -169,14 +179,8 @@ class RestHandler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _handle
 
     def _dispatch(self, method: str, path: str, body: bytes):
-        malformed = invalid(f"Malformed request: {method} {path}")
         if method == "POST":
-            match = _PREDICT_PATH.fullmatch(path)
-            if not match:
-                raise malformed
-            name, version, label, verb = match.groups()
-            name, version, label = _decoded(name, "model name"), _version(version), \
-                _decoded(label, "model version label")
+            name, version, label, verb = _model_info(_PREDICT_PATH, method, path)
             if version is not None and label is not None:  # FillModelSpecWithNameVersionAndLabel
                 raise invalid(f"Both model version ({version}) and model version label ({label}) "
                               "cannot be supplied.")
@@ -189,19 +193,14 @@ class RestHandler(BaseHTTPRequestHandler):
                 return self._classify_or_regress(verb.lower(), name, version, label, signature_name, request)
             return self._predict(name, version, label, signature_name, request, body)
         if method == "GET":
-            match = _STATUS_PATH.fullmatch(path)
-            if not match:
-                raise malformed
-            name, version, label, metadata = match.groups()
-            name, version, label = _decoded(name, "model name"), _version(version), \
-                _decoded(label, "model version label")
+            name, version, label, metadata = _model_info(_STATUS_PATH, method, path)
             if not name:  # ProcessModelStatusRequest / ProcessModelMetadataRequest
                 raise invalid("Missing model name in request.")
             manager = self.server.manager
             reply = replies.model_metadata_reply(manager, name, version, label) if metadata \
                 else replies.model_status_reply(manager, name, version)  # labels ignored: TF Serving does
             return replies.reply_to_json(reply)
-        raise malformed
+        raise invalid(f"Malformed request: {method} {path}")
 
     def _predict(self, name, version, label, signature_name, request: dict, body: bytes) -> str:
         manager = self.server.manager
