@@ -37,7 +37,18 @@ def hostile_files() -> dict[str, bytes]:
     from support import gif_lzw_literal as lzw_literal
 
     big_frame = gif((1, 1), [(0, 0, 40000, 60000, lzw_literal([1] * 4000))])
-    many = gif((3000, 3000), [(0, 0, 1, 1, lzw_literal([1]))] + [(i, i, 1, 1, lzw_literal([2])) for i in range(60)])
+    # A 3000x3000 first frame of one colour, then 60 frames of one changed pixel each (Pillow
+    # writes those as 1x1 frames): tf.io.decode_gif returns every frame at full size.
+    first = Image.new("P", (3000, 3000), 1)
+    first.putpalette(list(range(12)) + [0] * 756)
+    later = []
+    for i in range(60):
+        frame = first.copy()
+        frame.putpixel((i, i), 2)
+        later.append(frame)
+    buffer = io.BytesIO()
+    first.save(buffer, "GIF", save_all=True, append_images=later, duration=20, optimize=False)
+    many = buffer.getvalue()
     buffer = io.BytesIO()
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)).save(
         buffer, "JPEG", quality=90, progressive=True)
@@ -46,7 +57,7 @@ def hostile_files() -> dict[str, bytes]:
     scans = jpeg[:end] + jpeg[start:end] * 1000 + jpeg[end:]
     return {
         "gif_40000x60000_frame_on_1x1_screen": big_frame,
-        "gif_60_extra_frames_on_3000x3000_screen": many,
+        "gif_3000x3000_then_60_one_pixel_frames": many,
         "jpeg_256x256_refinement_scan_x1000": scans,
     }
 

@@ -727,7 +727,8 @@ def _safe_substr(data: tf.Tensor, pos, length) -> tf.Tensor:
 def _count_jpeg_scans(b: tf.Tensor) -> tf.Tensor:
     """Start-of-scan markers (FF DA) in a JPEG. Entropy-coded data never holds FF DA (FF is
     stuffed as FF 00), so only metadata (an EXIF thumbnail's own scans) can add to the count."""
-    return tf.reduce_sum(tf.cast((b[:-1] == 0xFF) & (b[1:] == 0xDA), tf.int64))
+    markers = (b[:-1] == 0xFF) & (b[1:] == 0xDA)  # one bool per byte; the positions found are few
+    return tf.shape(tf.where(markers), out_type=tf.int64)[0]
 
 
 _GIF_TOO_LONG_MESSAGE = (f"GIF takes more than {MAX_GIF_STEPS} blocks or sub-blocks to reach the end of "
