@@ -44,6 +44,9 @@ class SavedModelBackend:
         if threads:
             tf.config.threading.set_intra_op_parallelism_threads(threads)
             tf.config.threading.set_inter_op_parallelism_threads(threads)
+        for gpu in tf.config.list_physical_devices("GPU"):
+            # Actors sharing a GPU (--gpus-per-worker 0.5) must not each reserve all of it.
+            tf.config.experimental.set_memory_growth(gpu, True)
         self._tf = tf
         loaded = tf.saved_model.load(saved_model_dir)
         self._image = loaded.signatures["embed_image"]
