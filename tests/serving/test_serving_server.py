@@ -161,3 +161,25 @@ def test_servers_reload_config_and_report_metrics(model_root, tmp_path):
         rest_server.shutdown()
         rest_server.server_close()
         grpc_server.stop(grace=None)
+
+
+def test_server_options_name_what_is_wrong(tmp_path):
+    """`align-tf serve` settings that cannot be served raise ServerConfigError (one line from the
+    CLI) naming the flag, not a traceback."""
+    from align_tf.errors import ServerConfigError
+    from align_tf.serving.limits import RequestLimits
+    from align_tf.serving.server import ServerOptions
+
+    with pytest.raises(ServerConfigError, match="give --model_base_path"):
+        ServerOptions().model_configs()
+    with pytest.raises(ServerConfigError, match="--model_config_file .*nope: No such file"):
+        ServerOptions(model_config_file=str(tmp_path / "nope")).model_configs()
+    with pytest.raises(ServerConfigError, match="--batching_parameters_file .*nope: No such file"):
+        ServerOptions(enable_batching=True, batching_parameters_file=str(tmp_path / "nope")).limits()
+    bad = tmp_path / "models.config"
+    bad.write_text("model_config_list { config { name: 1 2 3")
+    with pytest.raises(ServerConfigError, match="not a text-format ModelServerConfig"):
+        ServerOptions(model_config_file=str(bad)).model_configs()
+    options = ServerOptions(grpc_channel_arguments="grpc.max_receive_message_length=4096,x=y",
+                            max_batch_size=8)
+    assert options.limits() == RequestLimits(max_message_bytes=4096, max_decoded_bytes=4096, max_batch_size=8)

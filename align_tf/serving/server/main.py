@@ -68,7 +68,7 @@ class ServerOptions:
 
     def batch_limit(self) -> int:
         if self.enable_batching and self.batching_parameters_file:
-            batching = read_text_proto(self.batching_parameters_file)
+            batching = read_text_proto(self.batching_parameters_file, "--batching_parameters_file")
             limit = int(unwrap(batching.get("max_batch_size", self.max_batch_size)))
             log.warning("batching parameters read for their max_batch_size (%d); this local server "
                         "runs each request on its own and does not merge them", limit)
@@ -83,7 +83,8 @@ class ServerOptions:
     def prometheus_path(self) -> str | None:
         if not self.monitoring_config_file:
             return None
-        monitoring = read_text_proto(self.monitoring_config_file).get("prometheus_config", {})
+        monitoring = read_text_proto(self.monitoring_config_file, "--monitoring_config_file").get(
+            "prometheus_config", {})
         return (monitoring.get("path") or "/monitoring/prometheus/metrics") if monitoring.get("enable") else None
 
 

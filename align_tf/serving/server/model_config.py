@@ -23,13 +23,20 @@ class ModelConfig:
     version_labels: dict[str, int] = field(default_factory=dict)
 
 
+def _read(path: str, what: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ServerConfigError(f"{what} {path}: {getattr(e, 'strerror', None) or e}") from None
+
+
 def read_model_config_file(path: str) -> list[ModelConfig]:
     """Parse a `--model_config_file` (text-format ModelServerConfig)."""
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
 
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    text = _read(path, "--model_config_file")
     proto = model_server_config_pb2.ModelServerConfig()
     try:
         text_format.Parse(text, proto)
@@ -54,11 +61,10 @@ def model_configs_from_proto(proto) -> list[ModelConfig]:
     return configs
 
 
-def read_text_proto(path: str) -> dict:
+def read_text_proto(path: str, what: str = "text proto") -> dict:
     """A small reader for the text protos TF Serving takes whose Python classes are not shipped
     (BatchingParameters, MonitoringConfig): nested `name { ... }` blocks and `name: value`."""
-    with open(path, encoding="utf-8") as f:
-        text = re.sub(r"#[^\n]*", "", f.read())
+    text = re.sub(r"#[^\n]*", "", _read(path, what))
     tokens = re.findall(r'"(?:[^"\\]|\\.)*"|[{}:]|[^\s{}:"]+', text)
     pos = 0
 
