@@ -343,6 +343,31 @@ def test_7_hostile_rest_bodies_answer_400(server, case):
     assert_alive(server)
 
 
+def _raw_http(server: Server, data: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", server.rest_port), timeout=30) as conn:
+        conn.sendall(data)
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_7_chunked_bodies_are_read_and_bounded(server):
+    """A chunked body (which curl and evhttp speak) is read; its chunks count against the same
+    body limit as a Content-Length, answered 413 past it."""
+    head = b"POST /v1/models/probe:predict HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n"
+    body = b'{"instances": ["abcde"]}'
+    answer = _raw_http(server, head + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
+    assert answer.startswith(b"HTTP/1.1 200") and b"[5.0,2.0]" in answer, answer[:300]
+    # The limit's worth of chunks, then one more chunk header: refused there, with nothing
+    # left unread (unread bytes would make the close a reset).
+    chunk = b"x" * 65536
+    answer = _raw_http(server, head + (b"%x\r\n%s\r\n" % (len(chunk), chunk)) * (MAX_MESSAGE // len(chunk))
+                       + b"%x\r\n" % len(chunk))
+    assert answer.startswith(b"HTTP/1.1 413") and b'"error"' in answer, answer[:300]
+    assert_alive(server)
+
+
 def test_7_nan_and_infinity_are_written_as_tf_serving_writes_them(server):
     """TF Serving parses with kParseNanAndInfFlag (json_tensor.cc ParseJson) and writes
     non-finite floats as NaN / Infinity / -Infinity (WriteDecimal): the same here. These are
