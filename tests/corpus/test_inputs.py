@@ -56,31 +56,27 @@ def test_tfrecord_shards_and_parquet_by_uri_give_the_same_embeddings(corpus, tmp
                               str(tmp_path / "records" / "train"), num_shards=2, progress=False)
     assert summary.written == 10
     images = [open(p, "rb").read() for p in paths] + [b"\x89PNG\r\n\x1a\n broken"]
-    pq.write_table(pa.table({"key": keys + ["bad"], "jpg": images}),
+    pq.write_table(pa.table({"key": keys + ["bad"], "jpg": images,
+                             "caption": [f"caption {n}" for n in range(11)]}),
                    str(tmp_path / "table.parquet"))
     reference = embeddings_of(corpus["output"])
 
-    records = embed_corpus([str(tmp_path / "records")], str(tmp_path / "from_tfrecord"),
-                           model=corpus["saved_model"], batch_size=4, progress=False)
-    assert records["counts"] == {"inputs": 10, "embedded": 10, "errors": 0, "shards": 2,
-                                 "shards_this_run": 2}
-    found = embeddings_of(str(tmp_path / "from_tfrecord"))
-    captions = embeddings_of(str(tmp_path / "from_tfrecord"), "text_embedding")
-    assert sorted(found) == sorted(f"train-0000{s}-of-00002.tfrecord#{n}"
-                                   for s in (0, 1) for n in range(5))
-    assert len(captions) == 10
-    for n, key in enumerate(keys):
-        np.testing.assert_allclose(found[f"train-0000{n // 5}-of-00002.tfrecord#{n % 5}"],
-                                   reference[key], atol=1e-6)
-
     uri = "file://" + str(tmp_path / "table.parquet")
-    parquet = embed_corpus([uri], str(tmp_path / "from_parquet"), model=corpus["saved_model"],
-                           batch_size=4, progress=False)
-    assert parquet["counts"]["embedded"] == 10 and parquet["counts"]["errors"] == 1
-    found = embeddings_of(str(tmp_path / "from_parquet"))
-    for key in keys:  # the `key` column is the id
-        np.testing.assert_allclose(found[key], reference[key], atol=1e-6)
-    with open(str(tmp_path / "from_parquet" / "errors.jsonl")) as f:
+    output = str(tmp_path / "out")
+    manifest = embed_corpus([str(tmp_path / "records"), uri], output, model=corpus["saved_model"],
+                            batch_size=4, progress=False)
+    assert manifest["counts"] == {"inputs": 21, "embedded": 20, "errors": 1, "shards": 3,
+                                  "shards_this_run": 3}
+    found = embeddings_of(output)
+    records = {k: v for k, v in found.items() if ".tfrecord#" in k}
+    assert sorted(records) == sorted(f"train-0000{s}-of-00002.tfrecord#{n}"
+                                     for s in (0, 1) for n in range(5))
+    assert sorted(embeddings_of(output, "text_embedding")) == sorted(found)
+    for n, key in enumerate(keys):
+        np.testing.assert_allclose(records[f"train-0000{n // 5}-of-00002.tfrecord#{n % 5}"],
+                                   reference[key], atol=1e-6)
+        np.testing.assert_allclose(found[key], reference[key], atol=1e-6)  # Parquet: `key` column
+    with open(os.path.join(output, "errors.jsonl")) as f:
         assert json.loads(f.readline())["id"] == "bad"
 
 
