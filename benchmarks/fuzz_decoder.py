@@ -221,7 +221,7 @@ def run(args) -> dict:
     stats = {t: collections.Counter() for t in TARGETS}
     kinds = {t: collections.Counter() for t in TARGETS}
     slowest = {t: (0.0, None) for t in TARGETS}
-    failures, pil_differences, current = [], [], {}
+    failures, pil_differences, current, pil_refusals = [], [], {}, collections.Counter()
     out_dir = os.path.dirname(os.path.abspath(args.out)) if args.out else tmp
     failure_dir = os.path.join(out_dir, "fuzz_failures")
 
@@ -281,8 +281,9 @@ def run(args) -> dict:
         got = image_processor.decode_bytes(data)
         try:
             expected = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-        except Exception:
+        except Exception as e:
             stats["decoder_eager"]["pil_refused_we_decoded"] += 1
+            pil_refusals[f"{current['seed'].split('_')[0]}: {str(e)[:50]}"] += 1
             return
         same = expected.shape == got.shape and bool((expected == got).all())
         stats["decoder_eager"]["pil_equal" if same else "pil_differs"] += 1
@@ -346,6 +347,7 @@ def run(args) -> dict:
         "hang_limit_s": args.hang_s,
         "failures": failures,
         "pil_differences": pil_differences,
+        "pil_refused_we_decoded": dict(pil_refusals.most_common(20)),
         "setup_s": round(setup_s, 1),
         "fuzz_s": round(total_s, 1),
         "peak_rss_mb": round(peak_rss_mb(), 1),

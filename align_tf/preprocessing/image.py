@@ -750,9 +750,9 @@ def _gif_walk(b: tf.Tensor, length: tf.Tensor, is_gif: tf.Tensor):
     Returns (image, end, transparency, state): the offset of the first image descriptor, the
     offset just past its data, the transparent index its graphic control extensions set (-1:
     none) and the walk's final state (_GIF_FOUND, _GIF_NO_IMAGE, _GIF_TRUNCATED or
-    _GIF_TOO_LONG past MAX_GIF_STEPS). One step per block, stray byte or sub-block (or run of up
-    to 64 full sub-blocks); other files (is_gif false) take none. Bytes between blocks are
-    skipped, as Pillow does.
+    _GIF_TOO_LONG past MAX_GIF_STEPS). One step per block or sub-block, per run of up to 64
+    full sub-blocks or per up to 64 stray bytes between blocks (skipped, as Pillow does);
+    other files (is_gif false) take none.
     """
     flags = _byte(b, 10)
     gct = _gif_table_size(flags)
@@ -770,7 +770,12 @@ def _gif_walk(b: tf.Tensor, length: tf.Tensor, is_gif: tf.Tensor):
         new_transparency = _pick(gce & (_byte(b, at + 3) % 2 == 1), _byte(b, at + 6), transparency)
         image_flags = _byte(b, at + 9)
         lct = _gif_table_size(image_flags)
-        block_pos = _pick(is_ext, pos + 2, _pick(is_image, pos + 11 + lct, pos + 1))
+        # Stray bytes are passed up to 64 at a time: to the next introducer or trailer byte.
+        ahead = pos + tf.range(64, dtype=tf.int64)
+        window = tf.gather(b, tf.minimum(ahead, length))
+        stops = (window == 0x21) | (window == 0x2C) | (window == 0x3B) | (ahead >= length)
+        stray = tf.maximum(_pick(tf.reduce_any(stops), tf.argmax(stops, output_type=tf.int64), 64), 1)
+        block_pos = _pick(is_ext, pos + 2, _pick(is_image, pos + 11 + lct, pos + stray))
         block_mode = _pick(is_ext, 1, _pick(is_image, 2, 0))
         block_state = _pick(past_end | (c == 0x3B), _GIF_NO_IMAGE, _GIF_WALKING)
         # In sub-blocks: a size byte, then that many bytes; size 0 ends the chain. Full 255-byte

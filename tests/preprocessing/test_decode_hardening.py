@@ -284,11 +284,15 @@ def test_gif_and_rle_loops_are_bounded(processor, decode):
     header = b"GIF89a" + struct.pack("<HHBBB", 60, 50, 0x81, 0, 0) + PALETTE
     image = b"," + struct.pack("<HHHHB", 0, 0, 60, 50, 0) + b"\x02"
     assert_same_as_pil(decode, header + image + tiny_blocks + b";")  # 1-byte sub-blocks: fine
-    stray = header + b"\x99" * MAX_GIF_STEPS + image + gif_sub_blocks(lzw) + b";"
+    # Stray bytes between blocks are skipped (as Pillow does), 64 to a step.
+    assert_same_as_pil(decode, header + b"\x99" * 50_000 + image + gif_sub_blocks(lzw) + b";")
+    # A comment made of more 1-byte sub-blocks than the walk may take is refused.
+    comment = b"\x21\xfe" + b"\x01c" * MAX_GIF_STEPS + b"\0"
+    endless = header + comment + image + gif_sub_blocks(lzw) + b";"
     with pytest.raises(ImageDecodeError, match=f"GIF takes more than {MAX_GIF_STEPS} blocks"):
-        processor.decode_bytes(stray)
+        processor.decode_bytes(endless)
     with pytest.raises(tf.errors.InvalidArgumentError, match=f"GIF takes more than {MAX_GIF_STEPS} blocks"):
-        decode(tf.constant(stray))
+        decode(tf.constant(endless))
     # Full 255-byte sub-blocks (what encoders write) pass 64 at a time: a 600x500 frame is fine.
     big = gif_lzw_literal(np.ones(600 * 500, np.int64), 2)
     assert len(big) // 255 > 400
