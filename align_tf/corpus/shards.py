@@ -140,7 +140,8 @@ def shard_paths(directory: str) -> list[str]:
 
 def iter_embedding_shards(directory: str):
     """(embeddings float32 [rows, dim], metadata dicts) per shard of a finished embed folder,
-    one shard in memory at a time. Metadata: {"id", "path" (local image files), "caption"}."""
+    one shard in memory at a time. Metadata: {"key" (the shard's id; an index's own "id" is the
+    row number), "path" (local image files), "caption"}."""
     for path in shard_paths(directory):
         info = shard_info(path)
         wanted = ["id", "embedding"] + (["caption"] if info.get("captions") else [])
@@ -148,7 +149,7 @@ def iter_embedding_shards(directory: str):
         root = info.get("root")
         metadata = []
         for n, key in enumerate(shard["id"]):
-            entry = {"id": key}
+            entry = {"key": key}
             if root and "://" not in root and info.get("kind") == "images":
                 entry["path"] = os.path.join(root, key)
             if "caption" in shard:

@@ -34,7 +34,8 @@ def test_same_top10_as_index_built_from_images(corpus, tmp_path, capsys):
         assert [h["path"] for h in got] == [h["path"] for h in expected]
         np.testing.assert_allclose([h["score"] for h in got], [h["score"] for h in expected],
                                    atol=1e-5)
-    assert got[0]["path"] == good[7] and got[0]["id"] == corpus["ids"][7]
+    assert got[0]["path"] == good[7] and got[0]["key"] == corpus["ids"][7]
+    assert got[0]["id"] == expected[0]["id"]  # the row number, as in any index
 
 
 def test_ivfpq_build_reports_recall_and_serves_search(corpus, tmp_path, capsys):
