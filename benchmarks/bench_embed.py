@@ -14,8 +14,9 @@ same generated JPEG folder and the same exported SavedModel (align-base size, ra
   actor start, model load).
 - peak_rss_mib per worker: the largest resident memory seen (sampled every 0.2 s from /proc) of
   the CLI process (local) or of each Ray actor process running PartitionEmbedder.
-- decode_s_per_image: decode + resize + crop alone (the image processor's graph), per image:
-  the CPU work a GPU worker still does for every image.
+- decode_s_per_image: decode + resize + crop alone (the image processor's graph), per image,
+  with TensorFlow's default threads; decode_s_per_image_one_thread: the same on one thread (the
+  cost per core): the CPU work a GPU worker still does for every image.
 """
 
 from __future__ import annotations
@@ -72,9 +73,19 @@ def export_model(size: str, folder: str) -> str:
     return export_saved_model(model, processor, folder, version=1, warmup=False)
 
 
-def decode_seconds_per_image(folder: str) -> float:
+def decode_seconds_per_image(folder: str, threads: int | None = None) -> float:
     """Decode + resize + crop as the exported graph does them (the same image processor, in a
-    tf.function), per image, on a batch of 32."""
+    tf.function), per image, on a batch of 32. With `threads`, in a child process whose
+    TensorFlow uses that many threads (1: the cost per core)."""
+    if threads:
+        code = ("import sys, tensorflow as tf; "
+                f"tf.config.threading.set_intra_op_parallelism_threads({threads}); "
+                f"tf.config.threading.set_inter_op_parallelism_threads({threads}); "
+                f"sys.path[:0] = [{ROOT!r}, {HERE!r}]; import bench_embed; "
+                f"print(bench_embed.decode_seconds_per_image({folder!r}))")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              check=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+        return float(done.stdout.strip().splitlines()[-1])
     import tensorflow as tf
 
     from align_tf.preprocessing.image import AlignImageProcessor
@@ -179,6 +190,7 @@ def main():
     start = time.time()
     saved_model = export_model(args.model_size, os.path.join(work, "saved_model"))
     print(f"exported {saved_model} in {time.time() - start:.1f} s", flush=True)
+    decode_one_thread = decode_seconds_per_image(images, threads=1)
     decode = decode_seconds_per_image(images)
     runs = []
     for engine, workers in (("local", 1), ("ray", 1), ("ray", 2)):
@@ -196,6 +208,7 @@ def main():
                  gpus_per_worker=args.gpus_per_worker,
                  image_size="400x320 JPEG", batch_size=args.batch_size, shard_size=args.shard_size,
                  decode_s_per_image=round(decode, 5),
+                 decode_s_per_image_one_thread=round(decode_one_thread, 5),
                  model_s_per_image_local=round(per_image, 4) if per_image else None,
                  runs=runs, ratios=ratios)
 
