@@ -10,7 +10,9 @@ from typing import Callable, Iterable, Sequence
 
 import tensorflow as tf
 
+from align_tf.errors import ImageSizeError
 from align_tf.progress import progress_bar
+from align_tf.protocol import read_image_file
 
 # One tf.train.Example per pair.
 IMAGE_KEY = "image/encoded"  # the file's bytes, as they were (JPEG / PNG / GIF / BMP)
@@ -102,8 +104,10 @@ def write_tfrecords(
         for i, (path, caption) in enumerate(pairs):
             bar.update(1)
             try:
-                with open(path, "rb") as f:
-                    data = f.read()
+                data = read_image_file(path)
+            except ImageSizeError as e:  # a file too large to read into memory
+                summary.skipped.append((path, str(e).split("): ", 1)[-1]))
+                continue
             except OSError as e:
                 summary.skipped.append((path, e.strerror or str(e)))
                 continue

@@ -318,3 +318,12 @@ def test_image_files_larger_than_the_read_bound_are_refused_before_reading(tmp_p
         encode_images([str(path)])
     with pytest.raises(ImageSizeError, match="more than the 1,000 bytes"):
         read_image_file("/dev/zero", max_bytes=1000)  # a size of 0 on disk, endless when read
+    # `align-tf data` (the TFRecord writer) skips it with the reason, and writes the rest.
+    from align_tf.data.tfrecord import write_tfrecords
+
+    good = tmp_path / "good.png"
+    Image.new("RGB", (8, 8)).save(good)
+    summary = write_tfrecords([(str(path), "huge"), (str(good), "fine")], str(tmp_path / "out" / "pairs"))
+    assert summary.written == 1
+    assert summary.skipped == [(str(path), f"file of {MAX_IMAGE_FILE_BYTES + 1:,} bytes, more than the "
+                                           f"{MAX_IMAGE_FILE_BYTES:,} read into memory for an image")]
