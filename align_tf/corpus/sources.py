@@ -17,7 +17,8 @@ import os
 import struct
 
 from align_tf.applications.image_files import find_images, is_image_file
-from align_tf.errors import ConfigError, DataSpecError
+from align_tf.errors import ConfigError, DataSpecError, ImageSizeError
+from align_tf.protocol import MAX_IMAGE_FILE_BYTES, read_image_file
 
 TABLE_SUFFIXES = (".tsv", ".csv")
 TFRECORD_SUFFIXES = (".tfrecord", ".tfrecords", ".tfr", ".tfrecord.gz", ".tfrecords.gz")
@@ -52,6 +53,20 @@ def read_bytes(location: str) -> bytes:
     fs, path = filesystem(location)
     with fs.open_input_stream(path) as f:
         return f.read()
+
+
+def read_image_bytes(location: str, max_bytes: int = MAX_IMAGE_FILE_BYTES) -> bytes:
+    """One image file at a local path or URI, refused (ImageSizeError) past `max_bytes` before
+    it is read into memory: the same bound as every other place align-tf reads image files."""
+    if not is_uri(location):
+        return read_image_file(location, max_bytes)
+    fs, path = filesystem(location)
+    with fs.open_input_stream(path) as f:
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ImageSizeError(f"image ({location}): more than the {max_bytes:,} bytes read into "
+                             "memory for an image")
+    return data
 
 
 def _join(base: str, relative: str) -> str:
@@ -281,7 +296,9 @@ def read_partition(partition: dict):
             key, location = entry[0], entry[1]
             caption = entry[2] if len(entry) > 2 else None
             try:
-                items.append((key, read_bytes(location), caption))
+                items.append((key, read_image_bytes(location), caption))
+            except ImageSizeError as e:
+                errors.append({"id": key, "reason": str(e)})
             except OSError as e:
                 errors.append({"id": key, "reason": f"cannot read {location}: "
                                                     f"{e.strerror or e}"})

@@ -113,3 +113,23 @@ def test_bad_inputs_are_named(corpus, tmp_path):
     partition = plan_partitions([str(tmp_path / "noimages.parquet")])[0]
     with pytest.raises(DataSpecError, match="no image column"):
         read_partition(partition)
+
+
+def test_an_oversized_image_file_is_an_error_entry_not_a_read(tmp_path):
+    """A (sparse) image file past the 256 MiB bound is refused from its size on disk, recorded
+    with its reason, and never read into memory; its neighbours are read as usual."""
+    from align_tf.corpus.sources import read_image_bytes, read_partition
+    from align_tf.errors import ImageSizeError
+    from align_tf.protocol import MAX_IMAGE_FILE_BYTES
+
+    huge = tmp_path / "huge.jpg"
+    with open(huge, "wb") as f:
+        f.truncate(MAX_IMAGE_FILE_BYTES + 1)
+    small = tmp_path / "small.jpg"
+    small.write_bytes(b"\xff\xd8\xff" + b"\0" * 20)
+    items, errors = read_partition({"kind": "images", "items": [["small.jpg", str(small)],
+                                                                ["huge.jpg", str(huge)]]})
+    assert [i[0] for i in items] == ["small.jpg"]
+    assert errors[0]["id"] == "huge.jpg" and "more than the" in errors[0]["reason"]
+    with pytest.raises(ImageSizeError, match="more than the 10 bytes"):
+        read_image_bytes(small.as_uri(), max_bytes=10)
