@@ -7,9 +7,9 @@ import dataclasses
 import functools
 import json
 import os
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from align_tf.errors import ConfigError
+from align_tf.errors import ArgumentTypeError, ConfigError
 
 CONFIG_NAME = "config.json"
 
@@ -73,7 +73,7 @@ class _ConfigBase:
         if not isinstance(value, cls) and callable(getattr(value, "to_dict", None)):
             return cls.from_dict(value.to_dict())  # a transformers config object (duck-typed)
         if not isinstance(value, cls):
-            raise TypeError(f"expected a {cls.__name__}, a dict or a config with to_dict(), "
+            raise ArgumentTypeError(f"expected a {cls.__name__}, a dict or a config with to_dict(), "
                             f"got {type(value).__name__}")
         return value
 

@@ -16,11 +16,29 @@ class AlignTFError(Exception):
 
 # -- configuration and checkpoints -------------------------------------------------------------
 class ConfigError(AlignTFError, ValueError):
-    """A configuration field (or config.json) that is missing, of the wrong type or out of range."""
+    """A configuration field (or config.json), an option or an argument whose value is out of
+    range or not one of the accepted ones."""
+
+
+class ArgumentTypeError(AlignTFError, TypeError):
+    """An argument of the wrong type, or a keyword the function does not take."""
+
+
+class NotFoundError(AlignTFError, KeyError):
+    """A named thing (a signature, a class folder) that is not there."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class EngineError(AlignTFError, RuntimeError):
+    """An execution engine align-tf starts (a local Ray, a server socket) did not come up as
+    required."""
 
 
 class AssetNotFoundError(AlignTFError, FileNotFoundError):
-    """A file align-tf itself needs (a vocabulary, the bundled demo model) is missing."""
+    """A file align-tf needs is missing: a vocabulary, a preprocessor config, a checkpoint's
+    weights, a SavedModel, the bundled demo model."""
 
 
 class PretrainedNotFoundError(AlignTFError, OSError):
@@ -53,6 +71,11 @@ class CheckpointMismatchError(AlignTFError, ValueError):
         where = f" {source}" if source else ""
         return cls(f"checkpoint{where} does not match the model; nothing was loaded. "
                    + "; ".join(parts), missing, unexpected, mismatched)
+
+
+class CheckpointFormatError(AlignTFError, ValueError):
+    """A checkpoint file that is not what its name says: a torch archive without one data.pkl, a
+    pickle that is not a state dict, an unreadable safetensors header."""
 
 
 class CheckpointSecurityError(AlignTFError, pickle.UnpicklingError):
@@ -113,6 +136,10 @@ class UnsupportedOpError(ExportError):
 
 class XlaFunctionError(ExportError):
     """A function in the graph is marked for XLA compilation (TF Serving needs a flag for it)."""
+
+
+class RequestError(AlignTFError, ValueError):
+    """A request body or tensor that cannot be decoded (TF Serving's INVALID_ARGUMENT / HTTP 400)."""
 
 
 class InputError(AlignTFError, TypeError):

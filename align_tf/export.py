@@ -13,7 +13,7 @@ import tensorflow as tf
 from align_tf.models.align import l2_normalize
 from align_tf.models.compiled import trim_padding
 from align_tf.protocol import WARMUP_FILE, encode_images, read_saved_model_proto
-from align_tf.errors import ExportError, UnsupportedOpError, XlaFunctionError  # noqa: F401  (public here too)
+from align_tf.errors import AssetNotFoundError, ConfigError, ExportError, NotFoundError, UnsupportedOpError, XlaFunctionError  # noqa: F401  (public here too)
 
 SERVING_DEFAULT = "serving_default"
 # Endpoint name -> the signature keys it is saved under. `classify` comes first, so it is also
@@ -189,7 +189,7 @@ def export_saved_model(model, processor, path: str, version: int | None = None, 
     if version is None:
         version = next_version(path)
     if not isinstance(version, int) or version < 1:
-        raise ValueError(f"version must be a positive int, got {version!r}")
+        raise ConfigError(f"version must be a positive int, got {version!r}")
     target = os.path.join(path, str(version))
     if os.path.exists(target):
         if not overwrite:
@@ -320,7 +320,7 @@ def resolve_version_dir(path: str) -> str:
                        and os.path.isfile(os.path.join(path, n, "saved_model.pb"))),
                       reverse=True) if os.path.isdir(path) else []
     if not versions:
-        raise FileNotFoundError(f"{path}: no saved_model.pb and no numeric version folder with one")
+        raise AssetNotFoundError(f"{path}: no saved_model.pb and no numeric version folder with one")
     return os.path.join(path, str(versions[0]))
 
 
@@ -342,7 +342,7 @@ class AlignSavedModel:
 
     def run(self, signature_name: str, **inputs) -> dict[str, np.ndarray]:
         if signature_name not in self.signatures:
-            raise KeyError(f"no signature {signature_name!r}; have {sorted(self.signatures)}")
+            raise NotFoundError(f"no signature {signature_name!r}; have {sorted(self.signatures)}")
         fn = self.signatures[signature_name]
         specs = fn.structured_input_signature[1]
         tensors = {name: tf.convert_to_tensor(value, dtype=specs[name].dtype)

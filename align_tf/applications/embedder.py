@@ -12,7 +12,7 @@ import re
 import numpy as np
 
 from align_tf.assets import DEMO_MODEL, resolve_model
-from align_tf.errors import EmbeddingInputError  # noqa: F401  (public here too)
+from align_tf.errors import ArgumentTypeError, EmbeddingInputError  # noqa: F401  (public here too)
 from align_tf.progress import progress_bar
 
 
@@ -59,7 +59,7 @@ class Embedder:
                     desc: str = "texts", on_batch=None) -> np.ndarray:
         """[M, D] float32, each row L2-normalised."""
         if isinstance(texts, str):
-            raise TypeError("embed_texts: expected a list of strings, got one string "
+            raise ArgumentTypeError("embed_texts: expected a list of strings, got one string "
                             f"({texts[:40]!r}); wrap it in a list")
         return self._embed(list(texts), self._text_batch, batch_size, progress, desc, on_batch)
 

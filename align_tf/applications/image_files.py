@@ -6,7 +6,7 @@ import glob
 import json
 import os
 
-from align_tf.errors import NoImagesError  # noqa: F401  (public here too)
+from align_tf.errors import NoImagesError, NotFoundError  # noqa: F401  (public here too)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp")
 
@@ -60,7 +60,7 @@ def read_class_folders(folder: str, class_names=None):
     if class_names is not None:
         missing = [d for d in subfolders if d not in class_names]
         if missing:
-            raise KeyError(f"class-name map: no entry for folders {missing[:5]}")
+            raise NotFoundError(f"class-name map: no entry for folders {missing[:5]}")
     paths, labels, names = [], [], []
     for label, sub in enumerate(subfolders):
         names.append(class_names[sub] if class_names is not None else sub.replace("_", " "))

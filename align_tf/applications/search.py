@@ -21,7 +21,7 @@ import os
 import numpy as np
 
 from align_tf.applications.embedder import l2_normalize
-from align_tf.errors import IndexFormatError  # noqa: F401  (public here too)
+from align_tf.errors import ConfigError, IndexFormatError  # noqa: F401  (public here too)
 from align_tf.progress import progress_bar
 
 INDEX_FORMAT = "align-tf-embedding-index"
@@ -82,7 +82,7 @@ class EmbeddingIndex:
     def __init__(self, dim: int, dtype: str = "float32", normalized: bool = True,
                  model: str | None = None, embedder=None):
         if dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+            raise ConfigError(f"dtype must be one of {DTYPES}, got {dtype!r}")
         self.dim = int(dim)
         self.dtype = dtype
         self.normalized = normalized
@@ -114,12 +114,12 @@ class EmbeddingIndex:
     def add(self, embeddings, metadata=None):
         embeddings = np.asarray(embeddings)
         if embeddings.ndim != 2 or embeddings.shape[1] != self.dim:
-            raise ValueError(f"embeddings: expected [rows, {self.dim}], got {embeddings.shape}")
+            raise ConfigError(f"embeddings: expected [rows, {self.dim}], got {embeddings.shape}")
         if metadata is None:
             metadata = [{} for _ in range(len(embeddings))]
         metadata = list(metadata)
         if len(metadata) != len(embeddings):
-            raise ValueError(f"metadata: {len(metadata)} entries for {len(embeddings)} rows")
+            raise ConfigError(f"metadata: {len(metadata)} entries for {len(embeddings)} rows")
         self.shards.append(embeddings.astype(self.dtype, copy=False))
         self.metadata.extend(metadata)
         self._faiss = None
@@ -162,7 +162,7 @@ class EmbeddingIndex:
             metadata = [{"path": str(p)} for p in images]
         metadata = list(metadata)
         if len(metadata) != len(images):
-            raise ValueError(f"metadata: {len(metadata)} entries for {len(images)} images")
+            raise ConfigError(f"metadata: {len(metadata)} entries for {len(images)} images")
         os.makedirs(directory, exist_ok=True)
         manifest_path = os.path.join(directory, MANIFEST)
         if resume and os.path.exists(manifest_path):
@@ -319,7 +319,7 @@ class EmbeddingIndex:
         elif backend == "exact":
             scores, ids = self._exact_search(queries, k, chunk_size)
         else:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+            raise ConfigError(f"backend must be one of {BACKENDS}, got {backend!r}")
         return (scores[0], ids[0]) if single else (scores, ids)
 
     def _exact_search(self, queries, k, chunk_size):
@@ -382,7 +382,7 @@ class EmbeddingIndex:
         nlist = max(1, min(nlist, len(sample) // 39 or 1))
         m = int(m or max(d for d in range(1, max(1, self.dim // 10) + 1) if self.dim % d == 0))
         if self.dim % m:
-            raise ValueError(f"m={m} must divide the embedding size {self.dim}")
+            raise ConfigError(f"m={m} must divide the embedding size {self.dim}")
         nbits = int(max(1, min(nbits, int(np.log2(len(sample))))))
         quantizer = faiss.IndexFlatIP(self.dim)
         index = faiss.IndexIVFPQ(quantizer, self.dim, nlist, m, nbits, faiss.METRIC_INNER_PRODUCT)
@@ -435,13 +435,13 @@ class EmbeddingIndex:
         plus and minus texts share cancel out."""
         embedder = embedder or self.embedder
         if embedder is None:
-            raise ValueError("query by text or image needs an embedder (a model and processor): "
+            raise ConfigError("query by text or image needs an embedder (a model and processor): "
                              "EmbeddingIndex.load(folder, embedder=Embedder(model, processor))")
         if (text is None) == (image is None):
-            raise ValueError("query: give exactly one of text= or image=")
+            raise ConfigError("query: give exactly one of text= or image=")
         if text is not None:
             if plus_text or minus_text:
-                raise ValueError("plus_text / minus_text modify an image query, not a text one")
+                raise ConfigError("plus_text / minus_text modify an image query, not a text one")
             vector = embed_texts_in_templates(embedder, [text], text_templates)[0]
         else:
             vector = embedder.embed_images([image])[0]

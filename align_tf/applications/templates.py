@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from align_tf.errors import ConfigError
+
 SINGLE_TEMPLATE = ("a photo of {}.",)
 
 # The 80 ImageNet prompts of CLIP's prompt-engineering notebook (openai/CLIP,
@@ -104,10 +106,10 @@ def resolve_templates(templates) -> tuple[str, ...]:
         templates = TEMPLATE_SETS.get(templates, (templates,))
     templates = tuple(templates)
     if not templates:
-        raise ValueError("templates: expected at least one template, got none")
+        raise ConfigError("templates: expected at least one template, got none")
     for template in templates:
         if template.count("{}") != 1:
-            raise ValueError(
+            raise ConfigError(
                 f"template {template!r}: expected exactly one '{{}}' where the class name goes, "
                 f"or a set name from {sorted(TEMPLATE_SETS)}")
     return templates

@@ -9,6 +9,7 @@ import numpy as np
 
 from align_tf.applications.embedder import Embedder, l2_normalize, load_embedder
 from align_tf.applications.templates import SINGLE_TEMPLATE, resolve_templates
+from align_tf.errors import ConfigError
 
 
 def class_prompts(class_names, templates) -> list[str]:
@@ -46,10 +47,10 @@ class ZeroShotClassifier:
             model, processor, batch_size=batch_size)
         self.class_names = [str(name) for name in class_names]
         if not self.class_names:
-            raise ValueError("class_names: expected at least one class name")
+            raise ConfigError("class_names: expected at least one class name")
         if len(set(self.class_names)) != len(self.class_names):
             duplicates = sorted({n for n in self.class_names if self.class_names.count(n) > 1})
-            raise ValueError(f"class_names: duplicate names {duplicates}")
+            raise ConfigError(f"class_names: duplicate names {duplicates}")
         self.templates = resolve_templates(templates)
         self.batch_size = batch_size
         self.progress = progress

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from align_tf.errors import CheckpointMismatchError  # noqa: F401  (public here too)
+from align_tf.errors import ArgumentTypeError, CheckpointMismatchError  # noqa: F401  (public here too)
 
 # Layout transforms, HF (PyTorch) -> Keras, and their inverses.
 TO_KERAS = {
@@ -103,7 +103,7 @@ def weight_table(model, prefix=None) -> list[tuple]:
     prefix inside a joint ALIGN checkpoint), so this module never imports a model class."""
     kind = getattr(model, "checkpoint_prefix", None)
     if kind not in TABLES:
-        raise TypeError(f"no weight table for {type(model).__name__} "
+        raise ArgumentTypeError(f"no weight table for {type(model).__name__} "
                         f"(expected an AlignModel, AlignTextModel or AlignVisionModel)")
     if not model.built:
         model.build()

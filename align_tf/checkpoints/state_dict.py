@@ -9,6 +9,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from align_tf.checkpoints.torch_pickle import load_torch_state_dict
+from align_tf.errors import AssetNotFoundError, CheckpointFormatError
 
 SAFETENSORS_NAME = "model.safetensors"
 SAFETENSORS_INDEX_NAME = "model.safetensors.index.json"
@@ -45,7 +46,7 @@ class LazySafetensors(Mapping):
             header.pop("__metadata__", None)
             for key, info in header.items():
                 if info["dtype"] not in _SAFETENSORS_DTYPES:
-                    raise ValueError(f"{path}: tensor {key} has unsupported dtype {info['dtype']}")
+                    raise CheckpointFormatError(f"{path}: tensor {key} has unsupported dtype {info['dtype']}")
                 self._entries[key] = (path, 8 + header_len, info)
 
     def __getitem__(self, key):
@@ -79,7 +80,7 @@ def read_state_dict(folder: str) -> tuple[Mapping[str, np.ndarray], str]:
     restricted unpickler that never runs code from the file."""
     path = find_weights_file(folder)
     if path is None:
-        raise FileNotFoundError(
+        raise AssetNotFoundError(
             f"{folder}: no weights found; expected one of {SAFETENSORS_NAME}, "
             f"{SAFETENSORS_INDEX_NAME}, {PYTORCH_NAME} (or model.weights.h5 written by align-tf)"
         )

@@ -13,7 +13,7 @@ import zipfile
 
 import numpy as np
 
-from align_tf.errors import CheckpointSecurityError  # noqa: F401  (public here too)
+from align_tf.errors import CheckpointFormatError, CheckpointSecurityError  # noqa: F401  (public here too)
 
 
 _STORAGE_DTYPES = {
@@ -99,22 +99,22 @@ class _RestrictedUnpickler(pickle.Unpickler):
 def load_torch_state_dict(path: str) -> dict[str, np.ndarray]:
     """{key: numpy array} from a torch zip checkpoint, never running code from the file."""
     if not zipfile.is_zipfile(path):
-        raise ValueError(
+        raise CheckpointFormatError(
             f"{path}: not a zip-format PyTorch checkpoint (torch >= 1.6 writes zip files); "
             "the legacy tar/pickle format is not supported"
         )
     with zipfile.ZipFile(path) as archive:
         pickles = [n for n in archive.namelist() if n.endswith("/data.pkl")]
         if len(pickles) != 1:
-            raise ValueError(f"{path}: expected one data.pkl in the archive, found {pickles}")
+            raise CheckpointFormatError(f"{path}: expected one data.pkl in the archive, found {pickles}")
         prefix = pickles[0][: -len("/data.pkl")]
         with archive.open(pickles[0]) as f:
             state = _RestrictedUnpickler(f, archive, prefix).load()
     if not isinstance(state, dict):
-        raise ValueError(f"{path}: the pickle holds a {type(state).__name__}, not a state dict")
+        raise CheckpointFormatError(f"{path}: the pickle holds a {type(state).__name__}, not a state dict")
     if "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     bad = [k for k, v in state.items() if not isinstance(v, np.ndarray)]
     if bad:
-        raise ValueError(f"{path}: entries that are not tensors: {bad[:10]}")
+        raise CheckpointFormatError(f"{path}: entries that are not tensors: {bad[:10]}")
     return dict(state)

@@ -96,7 +96,9 @@ def parse_labels(values) -> list[str]:
         values = values[0].split(",")
     labels = [v.strip() for v in values if v.strip()]
     if not labels:
-        raise SystemExit("--labels: no labels given")
+        from align_tf.errors import ConfigError
+
+        raise ConfigError("--labels: no labels given; expected one or more labels")
     return labels
 
 

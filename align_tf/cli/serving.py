@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from align_tf.errors import ConfigError
 
 
 def register(subparsers) -> None:
@@ -94,7 +95,7 @@ def _flag_bool(text: str) -> bool:
         return True
     if value in ("false", "0", "no"):
         return False
-    raise ValueError(f"not a boolean: {text!r}")
+    raise ConfigError(f"not a boolean: {text!r}")
 
 
 def run_export(args) -> int:

@@ -13,6 +13,7 @@ import os
 import sys
 
 from align_tf.corpus.worker import PartitionEmbedder, read_partitions
+from align_tf.errors import EngineError
 
 ENGINES = ("local", "ray")
 LOOPBACK = "127.0.0.1"
@@ -42,7 +43,7 @@ def start_local_ray(num_cpus: int, num_gpus: int | None = None) -> None:
     address = ray.nodes()[0]["NodeManagerAddress"]
     if address != LOOPBACK:
         ray.shutdown()
-        raise RuntimeError(f"the local Ray took node address {address}, not {LOOPBACK}; start "
+        raise EngineError(f"the local Ray took node address {address}, not {LOOPBACK}; start "
                            "it yourself (ray.init) before calling embed_corpus")
 
 

@@ -18,7 +18,7 @@ import os
 
 import numpy as np
 
-from align_tf.errors import CorpusOutputError
+from align_tf.errors import ConfigError, CorpusOutputError
 
 MANIFEST = "manifest.json"
 ERRORS = "errors.jsonl"
@@ -40,7 +40,7 @@ def write_shard(directory: str, name: str, ids, embeddings, *, info: dict, error
     import pyarrow.parquet as pq
 
     if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+        raise ConfigError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     embeddings = np.asarray(embeddings, np.float32)
     columns = {"id": pa.array(list(ids), pa.string()),
                "embedding": _vectors(embeddings, dtype, info["dim"])}

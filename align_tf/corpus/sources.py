@@ -366,7 +366,7 @@ def _fields(buffer: bytes):
         elif wire in (1, 5):
             at += 8 if wire == 1 else 4
         else:
-            raise ValueError(f"unsupported protobuf wire type {wire}")
+            raise ConfigError(f"unsupported protobuf wire type {wire}")
 
 
 def _example_bytes_features(example: bytes) -> dict[bytes, bytes]:

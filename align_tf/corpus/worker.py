@@ -16,6 +16,7 @@ import re
 import numpy as np
 
 from align_tf.corpus.shards import write_shard
+from align_tf.errors import ConfigError
 
 
 def read_partitions(batch: dict) -> dict:
@@ -113,7 +114,7 @@ class PartitionEmbedder:
                  saved_model: str | None = None, serving_url: str | None = None,
                  serving_model_name: str = "align", threads: int | None = None):
         if (saved_model is None) == (serving_url is None):
-            raise ValueError("give exactly one of saved_model= or serving_url=")
+            raise ConfigError("give exactly one of saved_model= or serving_url=")
         self.backend = (SavedModelBackend(saved_model, threads) if saved_model
                         else ServingBackend(serving_url, serving_model_name))
         self.output_dir = output_dir

@@ -19,7 +19,7 @@ from typing import Iterable, Sequence
 import tensorflow as tf
 
 from align_tf.data.tfrecord import CAPTION_KEY, IMAGE_KEY, parse_example
-from align_tf.errors import DataSpecError  # noqa: F401  (public here too)
+from align_tf.errors import ArgumentTypeError, ConfigError, DataSpecError  # noqa: F401  (public here too)
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class SkippedRecordsCallback(_CallbackBase):
         super().__init__()
         counter = getattr(counter_or_dataset, "skip_counter", counter_or_dataset)
         if not isinstance(counter, SkipCounter):
-            raise TypeError("pass a SkipCounter or a dataset made by align_tf.data.pipelines")
+            raise ArgumentTypeError("pass a SkipCounter or a dataset made by align_tf.data.pipelines")
         self.counter = counter
         self._reported = 0
 
@@ -294,7 +294,7 @@ def batch_pairs(
     dataset has a `skip_counter` attribute (see `SkippedRecordsCallback`).
     """
     if batch_size <= 0:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
+        raise ConfigError(f"batch_size must be positive, got {batch_size}")
     image_processor, tokenizer = processor.image_processor, processor.tokenizer
     counter = skip_counter or SkipCounter()
     if deterministic is None:

@@ -17,6 +17,7 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
+from align_tf.errors import ConfigError
 
 SHAPES = ("circle", "square", "triangle", "star")
 COLOURS = {
@@ -94,7 +95,7 @@ def _polygon(shape: str, cx: float, cy: float, radius: float, angle: float) -> l
             a = angle - math.pi / 2 + k * math.pi / 5
             points.append((cx + r * math.cos(a), cy + r * math.sin(a)))
         return points
-    raise ValueError(f"shape must be one of {SHAPES}, got {shape!r}")
+    raise ConfigError(f"shape must be one of {SHAPES}, got {shape!r}")
 
 
 def draw_shape(rng: np.random.Generator, colour: str, shape: str, image_size: int = 64) -> np.ndarray:
@@ -102,7 +103,7 @@ def draw_shape(rng: np.random.Generator, colour: str, shape: str, image_size: in
     from PIL import Image, ImageDraw
 
     if colour not in COLOURS:
-        raise ValueError(f"colour must be one of {tuple(COLOURS)}, got {colour!r}")
+        raise ConfigError(f"colour must be one of {tuple(COLOURS)}, got {colour!r}")
     big = image_size * SUPERSAMPLE
     base = rng.uniform(200, 250)
     background = tuple(int(np.clip(base + rng.uniform(-10, 10), 185, 255)) for _ in range(3))
@@ -139,7 +140,7 @@ def encode_image(image: np.ndarray, image_format: str = "jpeg", quality: int = 9
     elif image_format == "png":
         Image.fromarray(image).save(buffer, format="PNG")
     else:
-        raise ValueError(f"image_format must be 'jpeg' or 'png', got {image_format!r}")
+        raise ConfigError(f"image_format must be 'jpeg' or 'png', got {image_format!r}")
     return buffer.getvalue()
 
 

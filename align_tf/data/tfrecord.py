@@ -10,7 +10,7 @@ from typing import Callable, Iterable, Sequence
 
 import tensorflow as tf
 
-from align_tf.errors import ImageSizeError
+from align_tf.errors import ConfigError, ImageSizeError
 from align_tf.progress import progress_bar
 from align_tf.protocol import read_image_file
 
@@ -88,7 +88,7 @@ def write_tfrecords(
     if num_shards is None:
         num_shards = max(1, math.ceil(len(pairs) / max(1, examples_per_shard)))
     if num_shards <= 0:
-        raise ValueError(f"num_shards must be positive, got {num_shards}")
+        raise ConfigError(f"num_shards must be positive, got {num_shards}")
     if check is None:
         from align_tf.preprocessing.image import AlignImageProcessor
 

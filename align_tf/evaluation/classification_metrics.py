@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from align_tf.errors import ConfigError
 
 
 def classification_metrics(logits, labels, class_names, ks=(1, 5)) -> dict:
@@ -13,7 +14,7 @@ def classification_metrics(logits, labels, class_names, ks=(1, 5)) -> dict:
     labels = np.asarray(labels, np.int64)
     n, c = logits.shape
     if labels.shape != (n,):
-        raise ValueError(f"labels: expected shape ({n},), got {labels.shape}")
+        raise ConfigError(f"labels: expected shape ({n},), got {labels.shape}")
     # Rank of the true class: how many classes score strictly higher.
     true_scores = logits[np.arange(n), labels]
     ranks = (logits > true_scores[:, None]).sum(axis=1)

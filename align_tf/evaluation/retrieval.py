@@ -13,6 +13,7 @@ import json
 import os
 
 import numpy as np
+from align_tf.errors import ConfigError
 
 DEFAULT_KS = (1, 5, 10)
 
@@ -31,13 +32,13 @@ def retrieval_metrics(image_embeds, text_embeds, text_to_image, ks=DEFAULT_KS,
     text_to_image = np.asarray(text_to_image, np.int64)
     n_images, n_texts = len(image_embeds), len(text_embeds)
     if text_to_image.shape != (n_texts,):
-        raise ValueError(f"text_to_image: expected shape ({n_texts},) (one image per caption), "
+        raise ConfigError(f"text_to_image: expected shape ({n_texts},) (one image per caption), "
                          f"got {text_to_image.shape}")
     if n_texts and (text_to_image.min() < 0 or text_to_image.max() >= n_images):
-        raise ValueError(f"text_to_image: image indices must lie in [0, {n_images}), got "
+        raise ConfigError(f"text_to_image: image indices must lie in [0, {n_images}), got "
                          f"[{text_to_image.min()}, {text_to_image.max()}]")
     if image_embeds.shape[1:] != text_embeds.shape[1:]:
-        raise ValueError(f"image_embeds {image_embeds.shape} and text_embeds {text_embeds.shape}: "
+        raise ConfigError(f"image_embeds {image_embeds.shape} and text_embeds {text_embeds.shape}: "
                          "embedding widths differ")
 
     # Each direction is chunked along its own query axis, so the right answer's score and the
@@ -72,7 +73,7 @@ def rank_summary(ranks, ks=DEFAULT_KS) -> dict:
     """R@k in percent, mean and median of 1-based ranks."""
     ranks = np.asarray(ranks)
     if ranks.size == 0:
-        raise ValueError("rank_summary: no queries (every caption list is empty?)")
+        raise ConfigError("rank_summary: no queries (every caption list is empty?)")
     summary = {f"R@{k}": float(100.0 * np.mean(ranks <= k)) for k in ks}
     summary["mean_rank"] = float(np.mean(ranks))
     summary["median_rank"] = float(np.median(ranks))
@@ -116,15 +117,15 @@ def read_retrieval_dataset(data: str, images_dir: str | None = None,
 
     if data.endswith(".json"):
         if images_dir is None:
-            raise ValueError(f"{data}: a Karpathy JSON needs the image folder (--images DIR)")
+            raise ConfigError(f"{data}: a Karpathy JSON needs the image folder (--images DIR)")
         images = read_karpathy(data, images_dir, split)
         if not images:
-            raise ValueError(f"{data}: no images in split {split!r}")
+            raise ConfigError(f"{data}: no images in split {split!r}")
         return RetrievalDataset.from_pairs(
             (image.path, caption) for image in images for caption in image.captions)
     pairs = read_caption_table(data, images_dir)
     if not pairs:
-        raise ValueError(f"{data}: no image/caption rows")
+        raise ConfigError(f"{data}: no image/caption rows")
     return RetrievalDataset.from_pairs(pairs)
 
 

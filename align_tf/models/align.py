@@ -12,6 +12,7 @@ from align_tf.models.efficientnet import AlignVisionModel, channels_last
 from align_tf.models.inputs import ALIGN_INPUTS, finish, gather_inputs, wants_tower_outputs
 from align_tf.models.outputs import AlignOutput
 from align_tf.models.pretrained import PretrainedMixin
+from align_tf.errors import ConfigError
 
 
 
@@ -90,7 +91,7 @@ class AlignModel(PretrainedMixin, keras.Model):
         one compiled graph (align_tf.models.compiled) instead of op-by-op."""
         inputs = gather_inputs("get_image_features", pixel_values, "pixel_values", ("pixel_values",), {})
         if "pixel_values" not in inputs:
-            raise ValueError("get_image_features needs pixel_values")
+            raise ConfigError("get_image_features needs pixel_values")
         vision = self.vision_model
         pixel_values = channels_last(inputs["pixel_values"], data_format, vision.config.num_channels)
         if wants_tower_outputs(return_dict, output_hidden_states, False):
@@ -166,7 +167,7 @@ class AlignModel(PretrainedMixin, keras.Model):
         text_inputs = {k: v for k, v in inputs.items() if k != "pixel_values"}
         has_text = "input_ids" in inputs or "inputs_embeds" in inputs
         if text_inputs and not has_text:
-            raise ValueError(f"{', '.join(sorted(text_inputs))} given without input_ids or inputs_embeds")
+            raise ConfigError(f"{', '.join(sorted(text_inputs))} given without input_ids or inputs_embeds")
         outputs = AlignOutput()
         if "pixel_values" in inputs:
             image = self.get_image_features(inputs["pixel_values"], training=training,
@@ -194,11 +195,11 @@ class AlignModel(PretrainedMixin, keras.Model):
             outputs["logits_per_text"] = logits_per_text
             outputs["logits_per_image"] = ops.transpose(logits_per_text)
         elif return_loss:
-            raise ValueError("return_loss=True needs both images (pixel_values) and texts")
+            raise ConfigError("return_loss=True needs both images (pixel_values) and texts")
         if return_loss:
             n_text, n_image = outputs["text_embeds"].shape[0], outputs["image_embeds"].shape[0]
             if None not in (n_text, n_image) and n_text != n_image:
-                raise ValueError(f"return_loss=True needs matching pairs (text i goes with image i): "
+                raise ConfigError(f"return_loss=True needs matching pairs (text i goes with image i): "
                                  f"got {n_text} texts and {n_image} images")
             outputs["loss"] = self.contrastive_loss(outputs)
         ordered = AlignOutput((k, outputs[k]) for k in AlignOutput.fields if k in outputs)

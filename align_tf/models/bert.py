@@ -10,6 +10,7 @@ from align_tf.models.activations import activation as _activation
 from align_tf.models.inputs import TEXT_INPUTS, finish, gather_inputs
 from align_tf.models.outputs import TextModelOutput
 from align_tf.models.pretrained import PretrainedMixin
+from align_tf.errors import ConfigError
 
 
 def _dense(units, initializer_range, name, dtype):
@@ -207,10 +208,10 @@ class AlignTextModel(PretrainedMixin, keras.Model):
                output_hidden_states=False) -> TextModelOutput:
         """The forward pass on already-gathered inputs (see `call`)."""
         if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("give exactly one of input_ids [batch, length] or inputs_embeds "
+            raise ConfigError("give exactly one of input_ids [batch, length] or inputs_embeds "
                              f"[batch, length, {self.config.hidden_size}]")
         if inputs_embeds is not None and inputs_embeds.shape[-1] not in (None, self.config.hidden_size):
-            raise ValueError(f"inputs_embeds must be [batch, length, {self.config.hidden_size}], "
+            raise ConfigError(f"inputs_embeds must be [batch, length, {self.config.hidden_size}], "
                              f"got shape {tuple(inputs_embeds.shape)}")
         shape = ops.shape(input_ids if input_ids is not None else inputs_embeds)[:2]
         if attention_mask is None:
@@ -246,7 +247,7 @@ class AlignTextModel(PretrainedMixin, keras.Model):
             return [head_mask] * layers_
         if shape == (layers_, heads):
             return [head_mask[i] for i in range(layers_)]
-        raise ValueError(f"head_mask must be [num_heads] = [{heads}] or [num_layers, num_heads] = "
+        raise ConfigError(f"head_mask must be [num_heads] = [{heads}] or [num_layers, num_heads] = "
                          f"[{layers_}, {heads}], got shape {shape}")
 
     def get_config(self):

@@ -10,6 +10,7 @@ from align_tf.models.activations import activation as _activation
 from align_tf.models.inputs import VISION_INPUTS, finish, gather_inputs
 from align_tf.models.outputs import VisionModelOutput
 from align_tf.models.pretrained import PretrainedMixin
+from align_tf.errors import ConfigError
 
 DATA_FORMATS = ("channels_last", "channels_first")
 
@@ -19,22 +20,22 @@ def channels_last(pixel_values, data_format=None, num_channels: int = 3):
     when `data_format="channels_first"` says so, or when the shape leaves no doubt (channels
     on axis 1 and not on axis 3). A shape that fits both layouts raises instead of guessing."""
     if data_format not in (None, *DATA_FORMATS):
-        raise ValueError(f"data_format must be one of {DATA_FORMATS} or None, got {data_format!r}")
+        raise ConfigError(f"data_format must be one of {DATA_FORMATS} or None, got {data_format!r}")
     shape = tuple(pixel_values.shape)
     if len(shape) != 4:
-        raise ValueError(f"pixel_values must be 4-D, [batch, height, width, {num_channels}] "
+        raise ConfigError(f"pixel_values must be 4-D, [batch, height, width, {num_channels}] "
                          f"(or [batch, {num_channels}, height, width]), got shape {shape}")
     if data_format is None:
         first, last = shape[1] == num_channels, shape[3] == num_channels
         if first and last:
-            raise ValueError(
+            raise ConfigError(
                 f"pixel_values of shape {shape} fit both NHWC and NCHW; pass "
                 "data_format='channels_last' or 'channels_first'")
         if first and shape[3] is None:
-            raise ValueError(f"cannot tell the layout of pixel_values of shape {shape}; pass "
+            raise ConfigError(f"cannot tell the layout of pixel_values of shape {shape}; pass "
                              "data_format='channels_last' or 'channels_first'")
         if not last and shape[3] is not None and not first:
-            raise ValueError(f"pixel_values must have {num_channels} channels last (NHWC) or "
+            raise ConfigError(f"pixel_values must have {num_channels} channels last (NHWC) or "
                              f"first (NCHW), got shape {shape}")
         data_format = "channels_first" if first else "channels_last"
     if data_format == "channels_first":
@@ -398,7 +399,7 @@ class AlignVisionModel(PretrainedMixin, keras.Model):
         same numbers within float rounding, fewer passes over the activations."""
         inputs = gather_inputs(type(self).__name__, pixel_values, "pixel_values", VISION_INPUTS, {})
         if "pixel_values" not in inputs:
-            raise ValueError("AlignVisionModel needs pixel_values")
+            raise ConfigError("AlignVisionModel needs pixel_values")
         return finish(self.encode(inputs["pixel_values"], training=training,
                                   output_hidden_states=output_hidden_states,
                                   fold_batch_norm=fold_batch_norm, data_format=data_format),

@@ -4,6 +4,7 @@ predict() pass) or keyword arguments, never dropping a key it does not know."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from align_tf.errors import ArgumentTypeError
 
 TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids", "inputs_embeds",
                "head_mask")
@@ -22,15 +23,15 @@ def gather_inputs(owner: str, first, first_name: str, accepted, named: dict) -> 
     if isinstance(first, Mapping):
         unknown = sorted(set(first) - set(accepted))
         if unknown:
-            raise TypeError(f"{owner} got input(s) it does not take: {', '.join(map(str, unknown))}; "
+            raise ArgumentTypeError(f"{owner} got input(s) it does not take: {', '.join(map(str, unknown))}; "
                             f"it takes {', '.join(accepted)}")
         twice = sorted(k for k in first if k in named and first[k] is not None)
         if twice:
-            raise TypeError(f"{owner} got {', '.join(twice)} both in the input dict and as keyword(s)")
+            raise ArgumentTypeError(f"{owner} got {', '.join(twice)} both in the input dict and as keyword(s)")
         named.update({k: v for k, v in first.items() if v is not None})
     elif first is not None:
         if first_name in named:
-            raise TypeError(f"{owner} got {first_name} both positionally and as a keyword")
+            raise ArgumentTypeError(f"{owner} got {first_name} both positionally and as a keyword")
         named[first_name] = first
     return {k: _dense(v) for k, v in named.items()}
 

@@ -7,6 +7,7 @@ import os
 import shutil
 
 import numpy as np
+from align_tf.errors import ConfigError
 
 KERAS_WEIGHTS_NAME = "model.weights.h5"
 # Tokenizer / preprocessor files carried along when a model is saved again.
@@ -57,7 +58,7 @@ class PretrainedMixin:
             sub = config.text_config if cls.checkpoint_prefix == "text_model." else config.vision_config
             if isinstance(sub, cls.config_class):
                 return sub, cls.checkpoint_prefix
-        raise ValueError(
+        raise ConfigError(
             f"{folder}: its config.json ({type(config).__name__}) cannot build a {cls.__name__}"
         )
 
@@ -92,7 +93,7 @@ class PretrainedMixin:
         from align_tf.checkpoints.convert import export_state_dict
 
         if format not in ("keras", "hf"):
-            raise ValueError(f"format must be 'keras' or 'hf', got {format!r}")
+            raise ConfigError(f"format must be 'keras' or 'hf', got {format!r}")
         os.makedirs(directory, exist_ok=True)
         if not self.built:
             self.build()

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 import tensorflow as tf
 
-from align_tf.errors import ImageDecodeError, ImageSizeError  # noqa: F401  (public here too)
+from align_tf.errors import ArgumentTypeError, AssetNotFoundError, ConfigError, ImageDecodeError, ImageSizeError  # noqa: F401  (public here too)
 from align_tf.protocol import read_image_file
 
 PREPROCESSOR_CONFIG_NAME = "preprocessor_config.json"
@@ -36,7 +36,7 @@ def _hw(value, name: str) -> tuple[int, int]:
     if isinstance(value, dict):
         if "height" in value and "width" in value:
             return int(value["height"]), int(value["width"])
-        raise ValueError(f"{name} must have 'height' and 'width' (got keys {sorted(value)}); "
+        raise ConfigError(f"{name} must have 'height' and 'width' (got keys {sorted(value)}); "
                          "shortest_edge resizing is not supported")
     if isinstance(value, int):
         return value, value
@@ -78,13 +78,13 @@ class AlignImageProcessor(tf.Module):
         self.size = _hw(size, "size")
         self.crop_size = _hw(crop_size, "crop_size")
         if resample not in _FILTER_SUPPORT:
-            raise ValueError(f"resample must be one of {sorted(_FILTER_NAMES.items())} (PIL filters), got {resample!r}")
+            raise ConfigError(f"resample must be one of {sorted(_FILTER_NAMES.items())} (PIL filters), got {resample!r}")
         if do_center_crop and do_resize and (self.crop_size[0] > self.size[0] or self.crop_size[1] > self.size[1]):
-            raise ValueError(f"crop_size {self.crop_size} is larger than size {self.size}")
+            raise ConfigError(f"crop_size {self.crop_size} is larger than size {self.size}")
         if resize_method not in RESIZE_METHODS:
-            raise ValueError(f"resize_method must be one of {RESIZE_METHODS}, got {resize_method!r}")
+            raise ConfigError(f"resize_method must be one of {RESIZE_METHODS}, got {resize_method!r}")
         if not isinstance(max_pixels, int) or max_pixels <= 0:
-            raise ValueError(f"max_pixels must be a positive int, got {max_pixels!r}")
+            raise ConfigError(f"max_pixels must be a positive int, got {max_pixels!r}")
         self.rescale_factor = float(rescale_factor)
         self.rescale_offset = bool(rescale_offset)
         self.max_pixels = max_pixels
@@ -247,7 +247,7 @@ class AlignImageProcessor(tf.Module):
         """
         image = tf.convert_to_tensor(image)
         if image.dtype != tf.uint8:
-            raise TypeError(f"preprocess_image expects uint8 pixels, got {image.dtype.name}")
+            raise ArgumentTypeError(f"preprocess_image expects uint8 pixels, got {image.dtype.name}")
         image = tf.ensure_shape(image, [None, None, 3])
         out_h, out_w = self.output_size
         if self.do_resize:
@@ -508,7 +508,7 @@ class AlignImageProcessor(tf.Module):
         folder = resolve_folder(name_or_path)
         path = os.path.join(folder, PREPROCESSOR_CONFIG_NAME)
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"{name_or_path}: no {PREPROCESSOR_CONFIG_NAME} in {folder}")
+            raise AssetNotFoundError(f"{name_or_path}: no {PREPROCESSOR_CONFIG_NAME} in {folder}")
         with open(path, encoding="utf-8") as f:
             return cls.from_config(json.load(f), **overrides)
 
@@ -628,7 +628,7 @@ def _pil_filter(x: tf.Tensor, resample: int) -> tf.Tensor:
             return tf.where(v == 0.0, tf.ones_like(v), tf.sin(safe) / safe)
 
         return tf.where((x >= -3.0) & (x < 3.0), sinc(x) * sinc(x / 3), zero)
-    raise ValueError(f"unsupported resample filter {resample}")
+    raise ConfigError(f"unsupported resample filter {resample}")
 
 
 def _pil_pass(pixels: tf.Tensor, first: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:

@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from align_tf.preprocessing.image import AlignImageProcessor
 from align_tf.preprocessing.tokenizer import AlignTokenizer, convert_tensors, resolve_folder
+from align_tf.errors import ArgumentTypeError, ConfigError
 
 TEXT_OPTIONS = ("padding", "max_length", "truncation", "return_attention_mask",
                 "return_token_type_ids", "return_tensors")
@@ -27,10 +28,10 @@ def merge_options(text_kwargs, images_kwargs, common_kwargs, flat) -> dict:
         given = text_kwargs if name == "text" else images_kwargs
         for key, value in (given or {}).items():
             if key not in valid:
-                raise TypeError(f"{name}_kwargs: {key!r} is not a {name} option; "
+                raise ArgumentTypeError(f"{name}_kwargs: {key!r} is not a {name} option; "
                                 f"the {name} options are {', '.join(valid)}")
             if key in flat:
-                raise ValueError(f"{key!r} was given twice: in {name}_kwargs and as a keyword")
+                raise ConfigError(f"{key!r} was given twice: in {name}_kwargs and as a keyword")
             merged[name][key] = value
         for key, value in flat.items():
             if key in valid:
@@ -38,7 +39,7 @@ def merge_options(text_kwargs, images_kwargs, common_kwargs, flat) -> dict:
     unknown = sorted(k for k in list(flat) + list(common_kwargs or {})
                      if k not in TEXT_OPTIONS and k not in IMAGE_OPTIONS)
     if unknown:
-        raise TypeError(f"AlignProcessor got option(s) it does not take: {', '.join(unknown)}; "
+        raise ArgumentTypeError(f"AlignProcessor got option(s) it does not take: {', '.join(unknown)}; "
                         f"text options: {', '.join(TEXT_OPTIONS)}; image options: {', '.join(IMAGE_OPTIONS)}")
     return merged
 
@@ -55,7 +56,7 @@ class AlignProcessor(tf.Module):
     def __init__(self, tokenizer: AlignTokenizer, image_processor: AlignImageProcessor | None = None, name=None):
         super().__init__(name=name or "align_processor")
         if tokenizer is None:
-            raise ValueError("AlignProcessor needs a tokenizer")
+            raise ConfigError("AlignProcessor needs a tokenizer")
         self.tokenizer = tokenizer
         self.image_processor = image_processor if image_processor is not None else AlignImageProcessor()
 
@@ -75,7 +76,7 @@ class AlignProcessor(tf.Module):
         Without options, the tokenizer's and image processor's own settings apply.
         """
         if text is None and images is None:
-            raise ValueError("give text=..., images=..., or both")
+            raise ConfigError("give text=..., images=..., or both")
         options = merge_options(text_kwargs, images_kwargs, common_kwargs, kwargs)
         text_options, image_options = options["text"], options["images"]
         out = {}
@@ -89,7 +90,7 @@ class AlignProcessor(tf.Module):
             return_tensors = image_options.pop("return_tensors", "tf")
             data_format = image_options.pop("data_format", "channels_last")
             if data_format not in ("channels_last", "channels_first"):
-                raise ValueError(f"data_format must be 'channels_last' or 'channels_first', got {data_format!r}")
+                raise ConfigError(f"data_format must be 'channels_last' or 'channels_first', got {data_format!r}")
             image_processor = self.image_processor_with(image_options)
             if isinstance(images, (tf.Tensor, tf.Variable)) and images.dtype == tf.string:
                 pixels = image_processor.preprocess_bytes(images, training=training)

@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_text as tf_text
 
-from align_tf.errors import TextInputError  # noqa: F401  (public here too)
+from align_tf.errors import AssetNotFoundError, ConfigError, TextInputError  # noqa: F401  (public here too)
 
 VOCAB_NAME = "vocab.txt"
 TOKENIZER_CONFIG_NAME = "tokenizer_config.json"
@@ -108,18 +108,18 @@ class AlignTokenizer(tf.Module):
     ):
         super().__init__(name=name or "align_tokenizer")
         if (vocab_file is None) == (vocabulary is None):
-            raise ValueError("give exactly one of vocab_file (a vocab.txt path) or vocabulary (a list)")
+            raise ConfigError("give exactly one of vocab_file (a vocab.txt path) or vocabulary (a list)")
         if vocab_file is not None:
             vocabulary = read_vocabulary(vocab_file)
         vocabulary = list(vocabulary)
         if padding not in ("max_length", "longest", "do_not_pad"):
-            raise ValueError(f"padding must be 'max_length', 'longest' or 'do_not_pad', got {padding!r}")
+            raise ConfigError(f"padding must be 'max_length', 'longest' or 'do_not_pad', got {padding!r}")
         if not isinstance(max_length, int) or max_length < 2:
-            raise ValueError(f"max_length must be an int >= 2 (room for [CLS] and [SEP]), got {max_length!r}")
+            raise ConfigError(f"max_length must be an int >= 2 (room for [CLS] and [SEP]), got {max_length!r}")
         index = {token: i for i, token in enumerate(vocabulary)}
         for role, token in (("unk", unk_token), ("cls", cls_token), ("sep", sep_token), ("pad", pad_token)):
             if token not in index:
-                raise ValueError(f"{role}_token {token!r} is not in the vocabulary")
+                raise ConfigError(f"{role}_token {token!r} is not in the vocabulary")
 
         self.vocab_file = vocab_file
         self.max_length = max_length
@@ -257,7 +257,7 @@ class AlignTokenizer(tf.Module):
                 out = {k: v[0] for k, v in self._run(texts[tf.newaxis], options).items()}
                 return self._finish(out, return_attention_mask, return_token_type_ids, return_tensors)
             if texts.shape.rank not in (None, 1):
-                raise ValueError(f"texts must be a scalar or a vector of strings, got shape {texts.shape}")
+                raise ConfigError(f"texts must be a scalar or a vector of strings, got shape {texts.shape}")
             return self._finish(self._run(texts, options), return_attention_mask,
                                 return_token_type_ids, return_tensors)
         if isinstance(texts, (str, bytes)):
@@ -359,7 +359,7 @@ class AlignTokenizer(tf.Module):
         folder = resolve_folder(name_or_path)
         vocab_file = os.path.join(folder, VOCAB_NAME)
         if not os.path.isfile(vocab_file):
-            raise FileNotFoundError(f"{name_or_path}: no {VOCAB_NAME} in {folder}")
+            raise AssetNotFoundError(f"{name_or_path}: no {VOCAB_NAME} in {folder}")
         config = {}
         config_file = os.path.join(folder, TOKENIZER_CONFIG_NAME)
         if os.path.isfile(config_file):
@@ -419,14 +419,14 @@ RETURN_TENSORS = ("tf", "np", "jax", None)
 def call_options(padding=None, max_length=None, truncation=None) -> dict:
     """transformers' call-time tokenizer options as this tokenizer's (None: not given)."""
     if padding is not None and (isinstance(padding, (list, dict)) or padding not in PADDING):
-        raise ValueError(f"padding must be True / 'longest', 'max_length' or False / 'do_not_pad', "
+        raise ConfigError(f"padding must be True / 'longest', 'max_length' or False / 'do_not_pad', "
                          f"got {padding!r}")
     if truncation is not None and (isinstance(truncation, (list, dict)) or truncation not in TRUNCATION):
-        raise ValueError(f"truncation must be True / 'longest_first' / 'only_first' or False / "
+        raise ConfigError(f"truncation must be True / 'longest_first' / 'only_first' or False / "
                          f"'do_not_truncate' (one sequence per text), got {truncation!r}")
     if max_length is not None and (not isinstance(max_length, int) or isinstance(max_length, bool)
                                    or max_length < 2):
-        raise ValueError(f"max_length must be an int >= 2 (room for [CLS] and [SEP]), got {max_length!r}")
+        raise ConfigError(f"max_length must be an int >= 2 (room for [CLS] and [SEP]), got {max_length!r}")
     padding = PADDING.get(padding) if padding is not None else None
     if truncation is None and (padding is not None or max_length is not None):
         # transformers' rule when an option is given at call time but truncation is not: it
@@ -440,7 +440,7 @@ def convert_tensors(out: dict, return_tensors="tf") -> dict:
     """A dict of tf tensors as `return_tensors` asks: "tf" as is, "np" / "jax" arrays, None
     lists. Ragged rows (no padding) become a list of 1-D arrays (or of lists)."""
     if return_tensors not in RETURN_TENSORS:
-        raise ValueError(f"return_tensors must be one of {RETURN_TENSORS}, got {return_tensors!r}")
+        raise ConfigError(f"return_tensors must be one of {RETURN_TENSORS}, got {return_tensors!r}")
     if return_tensors == "tf":
         return out
     if return_tensors == "jax":
@@ -494,7 +494,7 @@ def read_vocabulary(vocab_file: str) -> list[str]:
     while tokens and tokens[-1] == "":
         tokens.pop()
     if not tokens:
-        raise ValueError(f"{vocab_file}: empty vocabulary")
+        raise ConfigError(f"{vocab_file}: empty vocabulary")
     return tokens
 
 

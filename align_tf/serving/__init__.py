@@ -1,6 +1,6 @@
 """Serving: a TF Serving client (gRPC / REST) and a local server that speaks TF Serving's API."""
 
-import importlib
+from align_tf.lazy import lazy_exports
 
 _EXPORTS = {
     "AlignServingClient": "align_tf.serving.client",
@@ -10,8 +10,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'align_tf.serving' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -15,7 +15,7 @@ import urllib.request
 import grpc
 import numpy as np
 
-from align_tf.errors import InputError, ServingError  # noqa: F401  (public here too)
+from align_tf.errors import ConfigError, InputError, ServingError  # noqa: F401  (public here too)
 from align_tf.protocol import encode_images  # noqa: F401  (public here too)
 from align_tf.serving.json_tensor import predict_request_json, reply_to_arrays
 from align_tf.serving.limits import RequestLimits
@@ -49,7 +49,7 @@ class AlignServingClient:
                  backoff: float = 0.5, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
                  version_label: str | None = None):
         if protocol not in ("grpc", "rest"):
-            raise ValueError(f"protocol must be 'grpc' or 'rest', got {protocol!r}")
+            raise ConfigError(f"protocol must be 'grpc' or 'rest', got {protocol!r}")
         self.model_name = model_name
         self.version = version
         self.version_label = version_label

@@ -18,7 +18,7 @@ import re
 import grpc
 import numpy as np
 
-from align_tf.errors import ServingError
+from align_tf.errors import RequestError, ServingError
 from align_tf.serving.limits import RequestLimits
 
 
@@ -125,7 +125,7 @@ _HUGE_NUMBER = re.compile(r"[eE][+]?0*[1-9]\d{2,}|\d{309}")
 def _checked_float(text: str) -> float:
     value = float(text)
     if value in (float("inf"), float("-inf")):
-        raise ValueError(f"Number too big to be stored in double: {text[:40]}")
+        raise RequestError(f"Number too big to be stored in double: {text[:40]}")
     return value
 
 

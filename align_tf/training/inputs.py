@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
+from align_tf.errors import ConfigError
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 DIGIT_CAPTIONS = (
@@ -53,7 +54,7 @@ def digits_pairs(split: str = "train", image_size: int = 64, seed: int = 0) -> P
     from sklearn.datasets import load_digits
 
     if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        raise ConfigError(f"split must be 'train' or 'test', got {split!r}")
     digits = load_digits()
     order = np.random.default_rng(1234).permutation(len(digits.target))  # the split is fixed
     test = np.zeros(len(order), bool)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import keras
 from keras import ops
+from align_tf.errors import ConfigError
 
 
 @keras.saving.register_keras_serializable(package="align_tf")
@@ -17,9 +18,9 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
     def __init__(self, peak_learning_rate: float, warmup_steps: int, total_steps: int,
                  end_learning_rate: float = 0.0):
         if total_steps < 1:
-            raise ValueError(f"total_steps must be >= 1, got {total_steps}")
+            raise ConfigError(f"total_steps must be >= 1, got {total_steps}")
         if not 0 <= warmup_steps <= total_steps:
-            raise ValueError(f"warmup_steps must be in [0, total_steps={total_steps}], got {warmup_steps}")
+            raise ConfigError(f"warmup_steps must be in [0, total_steps={total_steps}], got {warmup_steps}")
         self.peak_learning_rate = float(peak_learning_rate)
         self.warmup_steps = int(warmup_steps)
         self.total_steps = int(total_steps)

@@ -27,6 +27,7 @@ def run_cli(*args, cwd=None, **env_overrides):
     (["export", "--model", "/nonexistent", "--output", "unused"], "/nonexistent"),
     (["convert", "/nonexistent", "out"], "/nonexistent"),
     (["classify", "missing.jpg", "--labels", "cat", "dog"], "missing.jpg"),
+    (["train", "--global-batch-size", "0", "--output", "unused"], "--global-batch-size"),
 ])
 def test_user_errors_are_one_line_and_exit_2(args, named, tmp_path):
     done = run_cli(*args, cwd=tmp_path)

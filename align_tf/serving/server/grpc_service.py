@@ -7,7 +7,7 @@ from concurrent import futures
 
 import grpc
 
-from align_tf.errors import ServingError
+from align_tf.errors import EngineError, ServingError
 from align_tf.serving.server import replies
 from align_tf.serving.tensor_proto import encode_tensor_proto
 from align_tf.serving.server.manager import ModelManager
@@ -128,7 +128,7 @@ def start_grpc_server(manager: ModelManager, address: str, max_message_bytes: in
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if server.add_insecure_port(address) == 0:
-        raise OSError(f"cannot bind gRPC to {address}")
+        raise EngineError(f"cannot bind gRPC to {address}")
     server.start()
     set_health(health_servicer, manager)
     return server, health_servicer
