@@ -10,7 +10,7 @@ from typing import Callable, Iterable
 import numpy as np
 import tensorflow as tf
 
-from align_tf.models.align import l2_normalize
+from align_tf.models.normalize import l2_normalize
 from align_tf.models.compiled import trim_padding
 from align_tf.protocol import WARMUP_FILE, encode_images, read_saved_model_proto
 from align_tf.errors import AssetNotFoundError, ConfigError, ExportError, NotFoundError, UnsupportedOpError, XlaFunctionError  # noqa: F401  (public here too)

@@ -13,14 +13,8 @@ import numpy as np
 
 from align_tf.assets import DEMO_MODEL, resolve_model
 from align_tf.errors import ArgumentTypeError, EmbeddingInputError  # noqa: F401  (public here too)
+from align_tf.models.normalize import l2_normalize  # noqa: F401  (public here too)
 from align_tf.progress import progress_bar
-
-
-def l2_normalize(x) -> np.ndarray:
-    """Rows divided by their L2 norm, as numpy: the model's own normalisation."""
-    from align_tf.models.align import l2_normalize as normalize  # Keras loads on first use only
-
-    return np.asarray(normalize(np.asarray(x, np.float32)))
 
 
 class Embedder:
@@ -76,13 +70,13 @@ class Embedder:
         inputs = self.processor(text=texts)
         features = self.model.get_text_features(
             inputs["input_ids"], inputs.get("attention_mask"), inputs.get("token_type_ids"))
-        return l2_normalize(features)
+        return l2_normalize(np.asarray(features))
 
     def _image_batch(self, images):
         return self._pixel_batch(self.processor(images=images)["pixel_values"])
 
     def _pixel_batch(self, pixel_values):
-        return l2_normalize(self.model.get_image_features(pixel_values))
+        return l2_normalize(np.asarray(self.model.get_image_features(pixel_values)))
 
     def _embed(self, items, embed_batch, batch_size, progress, desc, on_batch):
         size = int(batch_size or self.batch_size)

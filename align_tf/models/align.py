@@ -10,6 +10,7 @@ from align_tf.configuration import AlignConfig
 from align_tf.models.bert import AlignTextModel
 from align_tf.models.efficientnet import AlignVisionModel, channels_last
 from align_tf.models.inputs import ALIGN_INPUTS, finish, gather_inputs, wants_tower_outputs
+from align_tf.models.normalize import l2_normalize  # noqa: F401  (public here too)
 from align_tf.models.outputs import AlignOutput
 from align_tf.models.pretrained import PretrainedMixin
 from align_tf.errors import ConfigError
@@ -26,14 +27,6 @@ def _eager_tensorflow() -> bool:
 
 # What get_text_features takes: the text inputs (no pixel_values).
 TEXT_FEATURE_INPUTS = tuple(k for k in ALIGN_INPUTS if k != "pixel_values")
-
-
-def l2_normalize(x):
-    """Rows divided by their L2 norm, in float32: the reference's `x / x.norm(dim=-1)`. The one
-    normalisation of align-tf (the model, the exported signatures and the applications use it);
-    the 1e-12 floor only changes all-zero rows (NaN in the reference)."""
-    x = ops.cast(x, "float32")
-    return x / ops.maximum(ops.sqrt(ops.sum(ops.square(x), axis=-1, keepdims=True)), 1e-12)
 
 
 @keras.saving.register_keras_serializable(package="align_tf")
