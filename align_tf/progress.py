@@ -23,12 +23,12 @@ class SilentProgress:
         self.close()
 
 
-def progress_bar(total: int, desc: str, enabled="auto", unit: str = "item", initial: int = 0,
+def progress_bar(total: int | None, desc: str, enabled="auto", unit: str = "item", initial: int = 0,
                  leave: bool = True):
     """A tqdm bar over `total` items when `enabled` is True, or "auto" and `total` is past
-    `PROGRESS_MIN_ITEMS`; otherwise a `SilentProgress`."""
+    `PROGRESS_MIN_ITEMS` or unknown (None: the work may be long); otherwise a `SilentProgress`."""
     if enabled == "auto":
-        enabled = total > PROGRESS_MIN_ITEMS
+        enabled = total is None or total > PROGRESS_MIN_ITEMS
     if not enabled:
         return SilentProgress()
     from tqdm.auto import tqdm

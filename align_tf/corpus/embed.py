@@ -17,6 +17,7 @@ from align_tf.corpus import shards as out
 from align_tf.corpus.engines import ENGINES, run_local, run_on_ray
 from align_tf.corpus.sources import partition_fingerprint, plan_partitions
 from align_tf.errors import ConfigError, CorpusOutputError
+from align_tf.progress import progress_bar
 
 EXPORTED_MODEL = "model"  # <output>/model/1: the SavedModel exported from a checkpoint
 
@@ -152,7 +153,7 @@ def embed_corpus(images, output: str, *, model: str | None = None, texts=None,
     known = [len(p["items"]) for p in partitions if "items" in p]
     total = sum(known) if len(known) == len(partitions) else None
     initial = sum(len(p.get("items", ())) for p in partitions if p["name"] in done)
-    bar = _bar(total, initial, progress)
+    bar = progress_bar(total, "embedding", progress, unit="img", initial=initial)
     try:
         if pending and engine == "local":
             run_local(pending, worker_kwargs, on_shard=lambda rows, errors: None,
@@ -164,14 +165,6 @@ def embed_corpus(images, output: str, *, model: str | None = None, texts=None,
     finally:
         bar.close()
     return _finish(output, partitions, manifest, started, len(pending))
-
-
-def _bar(total, initial, progress):
-    from align_tf.progress import PROGRESS_MIN_ITEMS, progress_bar
-
-    if progress == "auto":
-        progress = total is None or total > PROGRESS_MIN_ITEMS
-    return progress_bar(total, "embedding", bool(progress), unit="img", initial=initial)
 
 
 def _clear(output: str) -> None:
