@@ -3,15 +3,10 @@ loopback, same gRPC API) instead of loading the model, and get the same embeddin
 
 import json
 import os
-import socket
 
 import numpy as np
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from support import free_port
 
 
 def test_serving_url_gives_the_savedmodel_embeddings(corpus, tmp_path, embeddings_of):
