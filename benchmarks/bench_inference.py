@@ -46,36 +46,93 @@ CAPTIONS = [
 ]
 
 
-def make_checkpoint() -> str:
+def make_checkpoint(folder: str | None = None, image_size: int | None = None) -> str:
     """The reference AlignModel at align-base size with random weights (randomised BatchNorm
-    statistics), saved as an HF folder that both workers load."""
+    statistics), saved as an HF folder that the workers load. With `image_size`, the image
+    tower's convolutions fan-in scaled and its BatchNorm statistics measured at that size
+    (support.fan_in_vision_weights: features that depend on the image)."""
     import torch
     import transformers
 
-    from align_tf.configuration import AlignConfig
-    from support import randomize_reference, save_hf_checkpoint
+    from align_tf.presets import get_preset
+    from support import fan_in_vision_weights, randomize_reference, save_hf_checkpoint
 
     torch.manual_seed(0)
     reference = randomize_reference(transformers.AlignModel(
-        transformers.AlignConfig.from_dict(AlignConfig().to_dict())), seed=0)
-    return save_hf_checkpoint(reference, tempfile.mkdtemp(prefix="bench_align_"))
+        transformers.AlignConfig.from_dict(get_preset("align-base").config().to_dict())), seed=0)
+    if image_size:
+        fan_in_vision_weights(reference, image_size, seed=0)
+    return save_hf_checkpoint(reference, folder or tempfile.mkdtemp(prefix="bench_align_"))
 
 
-def tokenize(captions, fixed_64):
+def tokenize(captions, fixed_64, length: int = 64):
     import transformers
 
     from support import minilm_folder
 
     if fixed_64:
-        # 64 real tokens per row: nothing to trim, pure compute.
+        # `length` (64) real tokens per row: nothing to trim, pure compute.
         rng = np.random.default_rng(0)
-        ids = rng.integers(1000, 30000, (len(captions), 64)).astype(np.int32)
+        ids = rng.integers(1000, 30000, (len(captions), length)).astype(np.int32)
         ids[:, 0], ids[:, -1] = 101, 102
         return {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
     # The reference processor's default: padding="max_length", 64.
     tokenizer = transformers.BertTokenizerFast.from_pretrained(minilm_folder())
     batch = tokenizer(captions, padding="max_length", max_length=64, truncation=True, return_tensors="np")
     return {k: v.astype(np.int32) for k, v in batch.items()}
+
+
+def reference_jobs(folder, threads: int | None = None) -> dict:
+    """The reference's inference path as a worker's jobs: NHWC float32 pixels (transposed to
+    NCHW inside the timed call) and int32 tokens in, float32 features out."""
+    import torch
+    import transformers
+
+    mark_imported()
+    torch.set_num_threads(threads or os.cpu_count())
+    model = transformers.AlignModel.from_pretrained(folder).eval()
+
+    def image(pixels):
+        with torch.inference_mode():
+            return model.get_image_features(
+                pixel_values=torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()).pooler_output.numpy()
+
+    def text(tokens):
+        with torch.inference_mode():
+            return model.get_text_features(
+                **{k: torch.from_numpy(v).long() for k, v in tokens.items()}).pooler_output.numpy()
+
+    def info(_):
+        return {"torch_threads": torch.get_num_threads()}
+
+    return {"image": image, "text": text, "info": info}
+
+
+def ours_jobs(folder, **from_pretrained) -> dict:
+    """Ours: `AlignModel.from_pretrained(folder, **from_pretrained)` (e.g. dtype=...), timed
+    through the public `get_image_features` / `get_text_features`."""
+    from align_tf.models.align import AlignModel
+
+    mark_imported()
+    model = AlignModel.from_pretrained(folder, **from_pretrained)
+
+    def image(pixels):
+        return np.asarray(model.get_image_features(pixels))
+
+    def text(tokens):
+        return np.asarray(model.get_text_features(**tokens))
+
+    def info(_):
+        import collections
+
+        import tensorflow as tf
+
+        stored = collections.Counter(str(getattr(v.dtype, "name", v.dtype)) for v in model.weights)
+        return {"dtype_policy": model.dtype_policy.name, "weight_dtypes": dict(stored),
+                "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+                "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads()}
+
+    return {"image": image, "text": text, "info": info}
 
 
 def worker(which, folder, conn):
@@ -96,34 +153,8 @@ def worker(which, folder, conn):
 
             return {"image": image}
         if which == "reference":
-            import torch
-            import transformers
-
-            mark_imported()
-            torch.set_num_threads(os.cpu_count())
-            model = transformers.AlignModel.from_pretrained(folder).eval()
-
-            def image(pixels):
-                with torch.inference_mode():
-                    return model.get_image_features(
-                        pixel_values=torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()).pooler_output.numpy()
-
-            def text(tokens):
-                with torch.inference_mode():
-                    return model.get_text_features(
-                        **{k: torch.from_numpy(v).long() for k, v in tokens.items()}).pooler_output.numpy()
-        else:
-            from align_tf.models.align import AlignModel
-
-            mark_imported()
-            model = AlignModel.from_pretrained(folder)
-
-            def image(pixels):
-                return np.asarray(model.get_image_features(pixels))
-
-            def text(tokens):
-                return np.asarray(model.get_text_features(**tokens))
-        return {"image": image, "text": text}
+            return reference_jobs(folder)
+        return ours_jobs(folder)
 
     serve(conn, setup)
 

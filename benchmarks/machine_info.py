@@ -20,7 +20,13 @@ _DISTRIBUTIONS = {
     "transformers": ("transformers",),
     "numpy": ("numpy",),
     "jax": ("jax",),
+    "onnx": ("onnx",),
+    "onnxruntime": ("onnxruntime",),
+    "openvino": ("openvino",),
 }
+# The instruction-set flags that decide which kernels the runtimes pick (bf16, int8 dot products).
+_ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
+              "avx512_fp16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8")
 
 
 def _version(distributions) -> str | None:
@@ -63,6 +69,18 @@ def gpu_info() -> list[dict] | None:
     return gpus
 
 
+def cpu_flags() -> list[str]:
+    """The CPU's feature flags (/proc/cpuinfo, first processor); empty where unreadable."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return sorted(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return []
+
+
 def machine_info() -> dict:
     cpu = platform.processor()
     try:
@@ -87,6 +105,7 @@ def machine_info() -> dict:
         "python": platform.python_version(),
         "cpu": cpu,
         "cpu_count": os.cpu_count(),
+        "cpu_isa": [flag for flag in _ISA_FLAGS if flag in set(cpu_flags())],
         "memory_gib": memory_gib,
         # Other work on the machine skews ratios (PyTorch's OpenMP suffers most): recorded.
         "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],

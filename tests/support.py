@@ -63,6 +63,43 @@ def randomize_reference(hf_model, seed: int = 0, temperature: float = 0.37):
     return hf_model
 
 
+def fan_in_vision_weights(hf_model, image_size: int, seed: int = 0, images: int = 4):
+    """Make the reference's image tower carry its input to the features, for benchmarks at full
+    size: every Conv2d re-initialised N(0, 1/fan_in), then every BatchNorm's running statistics
+    measured on `images` random images (one pass with batch statistics, BatchNorm modules in
+    training mode, everything else in eval mode, so no block is dropped); the BatchNorm affine
+    weights stay as `randomize_reference` drew them.
+
+    Why: with the reference's own init (conv std 0.02) the signal shrinks block after block and
+    the features are the last BatchNorms' offsets: two different images give features equal to
+    ~1e-7 relative at align-base size (and with fan-in convs but random statistics, ~1e-5), so
+    an agreement check or a reduced-precision cosine would pass whatever the trunk computed.
+    Here they differ at O(1), with activations O(1) through all blocks."""
+    import math
+
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    vision = hf_model.vision_model
+    norms = [m for m in vision.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    with torch.no_grad():
+        for module in vision.modules():
+            if isinstance(module, torch.nn.Conv2d):
+                fan_in = module.weight[0].numel()  # in_channels / groups * kh * kw
+                module.weight.copy_(torch.randn(module.weight.shape, generator=gen) / math.sqrt(fan_in))
+        momenta = [m.momentum for m in norms]
+        vision.eval()
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average: after one pass, the pass's statistics
+            m.train()
+        vision(torch.rand(images, 3, image_size, image_size, generator=gen) * 2 - 1)
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+    hf_model.eval()
+    return hf_model
+
+
 def hf_align_model(config: AlignConfig, seed: int = 0):
     """The reference `transformers.AlignModel` with random weights for our config."""
     import torch
