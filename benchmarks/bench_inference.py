@@ -46,34 +46,37 @@ CAPTIONS = [
 ]
 
 
-def make_checkpoint(folder: str | None = None, image_size: int | None = None) -> str:
-    """The reference AlignModel at align-base size with random weights (randomised BatchNorm
-    statistics), saved as an HF folder that the workers load. With `image_size`, the image
-    tower's convolutions fan-in scaled and its BatchNorm statistics measured at that size
-    (support.fan_in_vision_weights: features that depend on the image)."""
+def make_checkpoint(folder: str | None = None, image_size: int | None = None, config=None) -> str:
+    """The reference AlignModel at align-base size (or `config`) with random weights
+    (randomised BatchNorm statistics), saved as an HF folder that the workers load. With
+    `image_size`, the image tower's convolutions fan-in scaled and its BatchNorm statistics
+    measured at that size (support.fan_in_vision_weights: features that depend on the image)."""
     import torch
     import transformers
 
     from align_tf.presets import get_preset
     from support import fan_in_vision_weights, randomize_reference, save_hf_checkpoint
 
+    config = config or get_preset("align-base").config()
     torch.manual_seed(0)
     reference = randomize_reference(transformers.AlignModel(
-        transformers.AlignConfig.from_dict(get_preset("align-base").config().to_dict())), seed=0)
+        transformers.AlignConfig.from_dict(config.to_dict())), seed=0)
     if image_size:
         fan_in_vision_weights(reference, image_size, seed=0)
     return save_hf_checkpoint(reference, folder or tempfile.mkdtemp(prefix="bench_align_"))
 
 
-def tokenize(captions, fixed_64, length: int = 64):
+def tokenize(captions, fixed_64, length: int = 64, vocab_size: int = 30522):
     import transformers
 
     from support import minilm_folder
 
     if fixed_64:
-        # `length` (64) real tokens per row: nothing to trim, pure compute.
+        # `length` (64) real tokens per row: nothing to trim, pure compute. Ordinary wordpieces
+        # (ids 1000-29999) in bert-base's vocabulary, any id past the specials in a smaller one.
         rng = np.random.default_rng(0)
-        ids = rng.integers(1000, 30000, (len(captions), length)).astype(np.int32)
+        low, high = (1000, 30000) if vocab_size >= 30000 else (103, vocab_size)
+        ids = rng.integers(low, high, (len(captions), length)).astype(np.int32)
         ids[:, 0], ids[:, -1] = 101, 102
         return {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
     # The reference processor's default: padding="max_length", 64.

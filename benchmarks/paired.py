@@ -113,7 +113,8 @@ class Workers:
                 self.workers[which] = (proc, parent)
             for which, (_, conn) in self.workers.items():
                 answer = _receive(which, conn)
-                self.loaded[which], self.imported[which] = answer["loaded_rss_mib"], answer["imported_rss_mib"]
+                self.loaded[which] = answer["loaded_rss_mib"]
+                self.imported[which] = answer["imported_rss_mib"]
         except BaseException:
             self.terminate()
             raise
