@@ -120,7 +120,7 @@ def test_runtimes_benchmark_runs_end_to_end(tmp_path):
     for tower in ("image", "text"):
         result = record["results"][tower]
         row = result["batches"]["2"]
-        assert row["reference_spread"] > 1e-2  # the agreement check compares real signal
+        assert row["reference_spread"] > 1e-3  # the agreement check compares real signal
         for engine in engines:
             cell = row["engines"][engine]
             assert cell["per_s"] > 0 and cell["cpu_use"] > 0 and len(cell["seconds"]) == 1
