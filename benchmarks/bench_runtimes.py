@@ -235,7 +235,7 @@ def openvino_jobs(engine, tower, settings):
         model.reshape({name: ov.PartialShape([-1, settings["seq_len"]]) for name in TOKEN_NAMES})
     compiled = core.compile_model(model, "CPU", OPENVINO_CONFIGS[engine])
     output = compiled.output(0)
-    if compiled.get_property("PERFORMANCE_HINT") == ov.properties.hint.PerformanceMode.THROUGHPUT:
+    if str(compiled.get_property("PERFORMANCE_HINT")).endswith("THROUGHPUT"):
         # As a throughput user runs it: the batch split over parallel requests (streams).
         requests = int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
         queue = ov.AsyncInferQueue(compiled, requests)
@@ -266,7 +266,8 @@ def openvino_jobs(engine, tower, settings):
         return {"precision": getattr(precision, "get_type_name", lambda: str(precision))(),
                 "config": OPENVINO_CONFIGS[engine],
                 "performance_hint": str(prop("PERFORMANCE_HINT")), "num_streams": str(prop("NUM_STREAMS")),
-                "inference_num_threads": int(prop("INFERENCE_NUM_THREADS")), "requests_per_call": requests,
+                "inference_num_threads": int(prop("INFERENCE_NUM_THREADS")),
+                "infer_requests": requests,  # a call splits its batch over up to this many
                 "input_shapes": [str(i.get_partial_shape()) for i in compiled.inputs],
                 "openvino": ov.get_version()}
 
@@ -430,12 +431,14 @@ def plot(record, path):
             values = [results[tower]["batches"][b]["engines"][e]["per_s"] for e in engines]
             bars = ax.barh(y + i * height, values, height, label=f"batch {b}")
             ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=2)
+            top = max(top, *values) if i else max(values)
         ax.set_yticks(y + height * (len(batches) - 1) / 2, engines)
         ax.invert_yaxis()
         ax.set_xlabel(TOWERS[tower])
         ax.set_title(f"{tower} tower" + (f" {record['settings']['image_size']}px" if tower == "image"
                                          else f" {record['settings']['seq_len']} tokens"))
-        ax.legend(fontsize=8, loc="lower right")
+        ax.set_xlim(0, top * 1.2)  # room for the labels
+        ax.legend(fontsize=8, loc="upper right")
     cpu = record["machine"]["cpu"] if "machine" in record else ""
     fig.suptitle(f"ALIGN inference on CPU ({cpu}, {os.cpu_count()} cores), "
                  f"median of {record['settings']['repeats']}", fontsize=10)

@@ -131,6 +131,8 @@ def test_runtimes_benchmark_runs_end_to_end(tmp_path):
             assert result["peak_rss_mib"][engine] > 0
         assert row["engines"]["ours_mixed_bfloat16"]["precision"] == "mixed_bfloat16"
         assert result["workers"]["openvino_f32_latency"]["precision"] == "f32"
+        throughput = result["workers"]["openvino_f32_throughput"]
+        assert throughput["infer_requests"] == int(throughput["num_streams"])  # batch split over streams
     assert record["machine"]["versions"]["onnxruntime"] and record["cpu_flags"]
     assert "| ours_float32 |" in record["tables"]
     assert (tmp_path / "runtimes.png").stat().st_size > 0
