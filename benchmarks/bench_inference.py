@@ -48,19 +48,20 @@ CAPTIONS = [
 
 def make_checkpoint(folder: str | None = None, image_size: int | None = None, config=None) -> str:
     """The reference AlignModel at align-base size (or `config`) with random weights
-    (randomised BatchNorm statistics), saved as an HF folder that the workers load. With
+    (randomised BatchNorm statistics, random biases and LayerNorm affine weights), saved as an HF folder that the workers load. With
     `image_size`, the image tower's convolutions fan-in scaled and its BatchNorm statistics
     measured at that size (support.fan_in_vision_weights: features that depend on the image)."""
     import torch
     import transformers
 
     from align_tf.presets import get_preset
-    from support import fan_in_vision_weights, randomize_reference, save_hf_checkpoint
+    from support import fan_in_vision_weights, randomize_affine, randomize_reference, save_hf_checkpoint
 
     config = config or get_preset("align-base").config()
     torch.manual_seed(0)
     reference = randomize_reference(transformers.AlignModel(
         transformers.AlignConfig.from_dict(config.to_dict())), seed=0)
+    randomize_affine(reference, seed=0)
     if image_size:
         fan_in_vision_weights(reference, image_size, seed=0)
     return save_hf_checkpoint(reference, folder or tempfile.mkdtemp(prefix="bench_align_"))

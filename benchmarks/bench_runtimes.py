@@ -89,7 +89,7 @@ OPENVINO_CONFIGS = {
     "openvino_default": {},
 }
 # Bump when the checkpoint recipe or the export changes: a --workdir made before is rebuilt.
-RECIPE = "align-base; randomize_reference seed 0; fan_in_vision_weights seed 0; onnx dynamo=False v1"
+RECIPE = "align-base; randomize_reference + randomize_affine seed 0; fan_in_vision_weights seed 0; onnx dynamo=False v2"
 
 
 class AgreementError(RuntimeError):

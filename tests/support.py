@@ -63,6 +63,24 @@ def randomize_reference(hf_model, seed: int = 0, temperature: float = 0.37):
     return hf_model
 
 
+def randomize_affine(hf_model, seed: int = 0):
+    """Every Linear / Conv2d bias and every LayerNorm's weight and bias drawn at random, as a
+    trained checkpoint has them (HF initialises biases to 0 and LayerNorm to (1, 0)). Zeros are
+    not harmless in a benchmark: graph optimisers drop an add of a zero constant, which changes
+    which kernels get fused and times a graph no real checkpoint produces."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in hf_model.modules():
+            if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)) and module.bias is not None:
+                module.bias.copy_(torch.randn(module.bias.shape, generator=gen) * 0.02)
+            elif isinstance(module, torch.nn.LayerNorm):
+                module.weight.copy_(1.0 + torch.randn(module.weight.shape, generator=gen) * 0.05)
+                module.bias.copy_(torch.randn(module.bias.shape, generator=gen) * 0.05)
+    return hf_model
+
+
 def fan_in_vision_weights(hf_model, image_size: int, seed: int = 0, images: int = 4):
     """Make the reference's image tower carry its input to the features, for benchmarks at full
     size: every Conv2d re-initialised N(0, 1/fan_in), then every BatchNorm's running statistics

@@ -37,7 +37,10 @@ def start_local_ray(num_cpus: int, num_gpus: int | None = None) -> None:
 
     # If Ray was imported before the variable was set, tell its constant the same thing.
     ray_constants.ENABLE_RAY_CLUSTER = False
-    ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, log_to_driver=False,
+    # address="local": always a new instance, never a cluster found through RAY_ADDRESS or the
+    # file a `ray start` elsewhere on this machine left in /tmp/ray (ray.init's default).
+    ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
+             log_to_driver=False,
              runtime_env={"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "2",
                                        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}})
     address = ray.nodes()[0]["NodeManagerAddress"]
@@ -58,6 +61,7 @@ def run_on_ray(partitions, worker_kwargs: dict, on_shard, *, workers: int = 1,
     `ray_address`, or a local loopback instance started (and stopped) here."""
     ray = sys.modules.get("ray")
     started_here = ray is None or not ray.is_initialized()
+    ray_address = ray_address or os.environ.get("RAY_ADDRESS") or None
     if started_here and ray_address:
         import ray
 
