@@ -152,6 +152,8 @@ def assign_state_dict(model, state, prefix: str = "", source: str = "") -> int:
     # One tensor at a time, so a lazy state dict never holds the whole checkpoint in memory.
     for key, variable, transform in table:
         variable.assign(TO_KERAS[transform](np.asarray(state[key])).astype(variable.dtype, copy=False))
+    if hasattr(model, "reset_inference_graphs"):  # snapshots of the old weights are stale
+        model.reset_inference_graphs()
     return len(table)
 
 

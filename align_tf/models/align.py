@@ -41,6 +41,9 @@ class AlignModel(PretrainedMixin, keras.Model):
 
     config_class = AlignConfig
     checkpoint_prefix = ""
+    # Eager TensorFlow inference runs frozen graphs (align_tf.models.frozen); False: the Keras
+    # layers' graph.
+    frozen_inference = True
 
     def __init__(self, config: AlignConfig | dict | None = None, label_smoothing: float = 0.1,
                  min_temperature: float | None = None, gather_negatives: bool = True, **kwargs):
@@ -72,6 +75,24 @@ class AlignModel(PretrainedMixin, keras.Model):
         self.vision_model.build()
         self.text_projection.build((None, self.config.text_config.hidden_size))
         self.built = True
+
+    def reset_inference_graphs(self):
+        """Drop the frozen inference graphs: the next inference call snapshots the weights
+        again. Needed only after assigning variables by hand (`load_weights`, `set_weights`,
+        checkpoint loading and optimizer steps do it themselves)."""
+        self.__dict__["_weights_generation"] = self.__dict__.get("_weights_generation", 0) + 1
+
+    def load_weights(self, *args, **kwargs):
+        try:
+            return super().load_weights(*args, **kwargs)
+        finally:
+            self.reset_inference_graphs()
+
+    def set_weights(self, weights):
+        try:
+            return super().set_weights(weights)
+        finally:
+            self.reset_inference_graphs()
 
     # -- features -------------------------------------------------------------------------
     def get_image_features(self, pixel_values=None, training=False, *, output_hidden_states=None,

@@ -102,15 +102,15 @@ def image_features_graph(vision_model, dtype="float32"):
             excite=(_host(se.expand.kernel), _host(se.expand.bias)),
             project=_folded(block.project_conv, block.project_bn)))
 
-    def conv(x, kernel_bias, stride=1, padding="VALID"):
+    def conv(x, kernel_bias, precision=dtype, stride=1, padding="VALID"):
         kernel, bias = kernel_bias
-        y = tf.nn.conv2d(x, _constant(kernel, dtype), stride, padding)
-        return tf.nn.bias_add(y, _constant(bias, dtype))
+        y = tf.nn.conv2d(x, _constant(kernel, precision), stride, padding)
+        return tf.nn.bias_add(y, _constant(bias, precision))
 
     def features(pixel_values):
         x = tf.cast(pixel_values, dtype)
         x, padding = _stride2_padding(x, emb.padding, 3)
-        x = _activate(conv(x, stem, 2, padding), act)
+        x = _activate(conv(x, stem, dtype, 2, padding), act)
         for b in blocks:
             block, inputs = b["block"], x
             if b["expand"] is not None:
@@ -118,10 +118,12 @@ def image_features_graph(vision_model, dtype="float32"):
             padding = "SAME"
             if block.stride == 2:
                 x, padding = _stride2_padding(x, block.depthwise_conv_pad, block.kernel_size)
-            x = _activate(conv(x, b["depthwise"], block.stride, padding), act)
-            s = tf.reduce_mean(x, axis=(1, 2), keepdims=True)
-            s = tf.sigmoid(conv(_activate(conv(s, b["reduce"]), act), b["excite"]))
-            x = conv(x * s, b["project"])
+            x = _activate(conv(x, b["depthwise"], dtype, block.stride, padding), act)
+            # Squeeze-excite on the pooled [N, 1, 1, C] vector in float32 whatever the precision
+            # (negligible work; in bfloat16 its gates cost the most agreement with float32).
+            s = tf.cast(tf.reduce_mean(x, axis=(1, 2), keepdims=True), tf.float32)
+            s = tf.sigmoid(conv(_activate(conv(s, b["reduce"], tf.float32), act), b["excite"], tf.float32))
+            x = conv(x * tf.cast(s, dtype), b["project"])
             if block.apply_residual:
                 x = x + inputs  # fused into the project conv (same static shapes)
         pool = tf.reduce_mean if config.pooling_type == "mean" else tf.reduce_max

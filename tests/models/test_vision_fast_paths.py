@@ -27,6 +27,7 @@ def _post_optimization_nodes(fn, *args):
     ctx = context.context()
     ctx.enable_run_metadata()
     ctx.enable_graph_collection()
+    ctx.export_run_metadata()  # drop what earlier calls (another test's fit) left collected
     try:
         fn(*args)
         metadata = ctx.export_run_metadata()
@@ -183,7 +184,8 @@ def test_compiled_image_features_trace_per_size_without_padding_copies():
             fast = model.get_image_features(pixels)
             unfolded = model.vision_model(pixels, fold_batch_norm=False)["pooler_output"]
             np.testing.assert_allclose(fast, unfolded, atol=1e-5)
-    cache = model.__dict__["_compiled_image_features"]
+    cache = model.__dict__["_compiled_image_features"][1]
+    cache = {k: v for k, v in cache.items() if isinstance(k, tuple)}
     assert set(cache) == {(64, 64), (65, 50)}  # one trace per size, batch sizes share it
     assert all(fn.experimental_get_tracing_count() == 1 for fn in cache.values())
     ops = [op.type for op in cache[(64, 64)].get_concrete_function().graph.get_operations()]
