@@ -11,7 +11,8 @@ import numpy as np
 import tensorflow as tf
 
 from align_tf.models.normalize import l2_normalize
-from align_tf.models.compiled import trim_padding
+from align_tf.models import frozen
+from align_tf.models.compiled import TOKENS_SPEC, trim_padding
 from align_tf.protocol import WARMUP_FILE, encode_images, read_saved_model_proto
 from align_tf.errors import AssetNotFoundError, ConfigError, ExportError, NotFoundError, UnsupportedOpError, XlaFunctionError  # noqa: F401  (public here too)
 
@@ -66,12 +67,19 @@ def _crop_hw(image_processor) -> tuple[int | None, int | None]:
     return None, None
 
 
-def serving_functions(model, processor) -> dict[str, tf.types.experimental.GenericFunction]:
+PRECISIONS = ("float32", "bfloat16", "float16")
+
+
+def serving_functions(model, processor, precision: str | None = None,
+                      ) -> dict[str, tf.types.experimental.GenericFunction]:
     """The contract's signatures as `tf.function`s with named, batch-polymorphic inputs.
 
     Text and images go through `processor.tokenizer` and `processor.image_processor`, the same
-    objects that training and Python inference use. Outputs are float32 even under a mixed
-    precision policy.
+    objects that training and Python inference use. The towers are the frozen inference graphs
+    that in-process inference runs (align_tf.models.frozen: weights as constants, BatchNorm
+    folded, fused kernels), in `precision` (default: the model's compute dtype), each traced
+    once and shared by every signature that uses it; with `model.frozen_inference = False`,
+    the Keras layers reading the model's variables. Outputs are float32 in every precision.
     """
     tokenizer = processor.tokenizer
     image_processor = processor.image_processor
@@ -81,19 +89,38 @@ def serving_functions(model, processor) -> dict[str, tf.types.experimental.Gener
     vocab_size = config.text_config.vocab_size
     max_positions = config.text_config.max_position_embeddings
 
+    precision = precision or model.dtype_policy.compute_dtype
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if getattr(model, "frozen_inference", True):
+        # One function per tower, called by each signature: its constants are stored once.
+        text_tower = tf.function(frozen.text_features_graph(model, precision), autograph=False,
+                                 input_signature=TOKENS_SPEC)
+        image_tower = tf.function(
+            frozen.image_features_graph(model.vision_model, precision), autograph=False,
+            input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32, name="pixel_values")])
+        temperature = float(np.asarray(model.effective_temperature()))
+    else:
+        def text_tower(input_ids, attention_mask, token_type_ids):
+            return tf.cast(model.get_text_features(input_ids, attention_mask, token_type_ids,
+                                                   training=False), tf.float32)
+
+        def image_tower(pixel_values):
+            return tf.cast(model.get_image_features(pixel_values, training=False), tf.float32)
+
+        temperature = None
+
     def text_features(input_ids, attention_mask, token_type_ids):
         # Columns that are padding in every row change nothing but cost time: drop them, as the
         # in-process inference path does (align_tf.models.compiled).
-        input_ids, attention_mask, token_type_ids = trim_padding(input_ids, attention_mask, token_type_ids)
-        features = model.get_text_features(input_ids, attention_mask, token_type_ids, training=False)
-        return l2_normalize(features)
+        return l2_normalize(text_tower(*trim_padding(input_ids, attention_mask, token_type_ids)))
 
     def image_features(pixel_values):
-        return l2_normalize(model.get_image_features(pixel_values, training=False))
+        return l2_normalize(image_tower(pixel_values))
 
     def logits(image_embeds, text_embeds):
-        temperature = tf.cast(model.effective_temperature(), tf.float32)
-        return tf.matmul(image_embeds, text_embeds, transpose_b=True) / temperature
+        scale = temperature if temperature is not None else tf.cast(model.effective_temperature(), tf.float32)
+        return tf.matmul(image_embeds, text_embeds, transpose_b=True) / scale
 
     def tokens(text):
         with tf.control_dependencies([_assert_not_empty(text, "text", "string")]):
@@ -174,7 +201,8 @@ def next_version(base_path: str) -> int:
 
 def export_saved_model(model, processor, path: str, version: int | None = None, *,
                        check_ops: bool = True, overwrite: bool = False, warmup: bool = True,
-                       extra_functions: dict[str, Callable] | None = None) -> str:
+                       extra_functions: dict[str, Callable] | None = None,
+                       precision: str | None = None) -> str:
     """Write `path/<version>/` (TF Serving's layout, tag `serve`) with every signature of the
     contract and return that folder. `version=None` takes the next free number.
 
@@ -182,7 +210,10 @@ def export_saved_model(model, processor, path: str, version: int | None = None, 
     checked, so a server polling `path` never sees half a model. `warmup` writes
     `assets.extra/tf_serving_warmup_requests` (one small request per signature that takes raw
     input). `extra_functions` (name -> `tf.function` with an input signature) adds endpoints;
-    they go through the same op check.
+    they go through the same op check. `precision` ("float32", "bfloat16", "float16"; default
+    the model's compute dtype) is what the towers compute in (see `serving_functions`); the
+    frozen towers' weights are stored in it, as graph constants, and the model's variables
+    are not written (a SavedModel for serving, not for training: fine-tune the Keras model).
     """
     import keras
 
@@ -198,11 +229,12 @@ def export_saved_model(model, processor, path: str, version: int | None = None, 
         model.build()
 
     archive = keras.export.ExportArchive()
-    archive.track(model)
+    if not getattr(model, "frozen_inference", True):
+        archive.track(model)  # the signatures read its variables
     for resource in (processor.tokenizer, processor.image_processor):
         if isinstance(resource, tf.__internal__.tracking.Trackable):
             archive.track(resource)  # lookup tables and other resources inside preprocessing
-    functions = serving_functions(model, processor)
+    functions = serving_functions(model, processor, precision)
     functions.update(extra_functions or {})
     for name, fn in functions.items():
         fn.get_concrete_function()

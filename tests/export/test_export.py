@@ -202,7 +202,7 @@ def test_export_refuses_a_graph_with_a_disallowed_op_and_leaves_no_version(tmp_p
 
     model, processor = tiny_model(), tiny_processor()
     # Only the extra endpoint, to keep the test fast; export_saved_model runs the same check.
-    monkeypatch.setattr(export, "serving_functions", lambda m, p: {})
+    monkeypatch.setattr(export, "serving_functions", lambda *args: {})
     trim = tf.function(lambda ids: {"ids": tf_text.RoundRobinTrimmer(4).trim([ids, ids])[0].to_tensor()},
                        input_signature=[tf.RaggedTensorSpec([None, None], tf.int32)])
     base = str(tmp_path / "align")
