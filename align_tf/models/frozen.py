@@ -1,23 +1,24 @@
 """Frozen inference graphs: both towers rebuilt as plain TensorFlow from a snapshot of the
-model's weights, with every weight a graph constant in the inference precision.
+model's weights, taken in the inference precision.
 
-Why (docs/performance.md has the profiles): TensorFlow's oneDNN kernels can only fuse and
-pre-pack what is constant when the graph is optimised.
+Why (docs/performance.md has the measurements): TensorFlow's oneDNN kernels fuse only the
+patterns they know, and the Keras layers' graph hides some of them.
 - BatchNorm folded into each convolution's kernel and bias once, at snapshot time, instead of
-  four per-channel post-ops on every output (conv + bias + swish, depthwise included, and
-  project conv + bias + residual add, each run as one kernel).
-- A constant filter is reordered into oneDNN's blocked layout once and cached by the kernel;
-  from variables that reorder runs on every call (in bfloat16 it cost a third of the call).
-- Weights stored in bfloat16 / float16, so no cast of 172M parameters on every call.
+  per-channel post-ops on every output: conv + bias + swish (depthwise included, as a grouped
+  Conv2D) and project conv + bias + residual add each run as one kernel.
+- Weights stored in bfloat16 / float16 under a mixed-precision policy, so no cast of 172M
+  parameters on every call (the Keras graph casts its float32 variables each time).
 - Text: Q, K and V as one matmul, matmul + bias + exact GELU and matmul + bias + residual as
   one kernel each, and the last layer run for the [CLS] row only (the only row the
   projection reads: its queries, attention output and feed-forward skip the other rows).
+- Squeeze-excite and LayerNorm statistics stay in float32 in every precision.
 
-A snapshot belongs to the weights it was taken from: `AlignModel` drops its graphs when its
-weights change through Keras (`load_weights`, `set_weights`, `fit` and anything else that
-steps `model.optimizer`), see `weights_token`. After assigning variables by hand, call
-`model.reset_inference_graphs()`, or set `model.frozen_inference = False` to run the Keras
-layers' graph instead (same numbers within float rounding, slower).
+The snapshot is one eager tensor per weight, captured by the traced functions (see
+`_constant`). It belongs to the weights it was taken from: `AlignModel` drops its graphs when
+its weights change through Keras (`load_weights`, `set_weights`, checkpoint loading, `fit` and
+anything else that steps `model.optimizer`), see `weights_token`. After assigning variables by
+hand, call `model.reset_inference_graphs()`, or set `model.frozen_inference = False` to run
+the Keras layers' graph instead (same numbers within float rounding, slower).
 
 TensorFlow backend only; training never comes here.
 """
@@ -48,9 +49,17 @@ def _host(variable) -> np.ndarray:
     return np.asarray(variable.numpy() if hasattr(variable, "numpy") else variable, dtype=np.float32)
 
 
-def _constant(array: np.ndarray, dtype: tf.DType):
-    # Created inside the traced function: a Const node (captured tensors would be inputs).
-    return tf.constant(np.asarray(array, np.float32).astype(dtype.as_numpy_dtype))
+def _constant(array, dtype: tf.DType):
+    """An eager tensor in `dtype`, made once when the graph function is built: traced functions
+    capture it (one copy in memory, fed to every call; a SavedModel stores it as a constant).
+    Const nodes made inside the trace would cost ~15 copies of the weights in TF's function
+    library, graph optimiser and executor (measured: +6.5 GiB for align-base's text tower)."""
+    with tf.init_scope():
+        return tf.constant(np.asarray(array, np.float32).astype(tf.as_dtype(dtype).as_numpy_dtype))
+
+
+def _constants(arrays, dtype):
+    return tuple(_constant(a, dtype) for a in arrays)
 
 
 def _activate(y, name: str):
@@ -90,27 +99,29 @@ def image_features_graph(vision_model, dtype="float32"):
     config = vision_model.config
     act = config.hidden_act
     emb = vision_model.embeddings
-    stem = _folded(emb.convolution, emb.batchnorm)
+    stem = _constants(_folded(emb.convolution, emb.batchnorm), dtype)
     blocks = []
     for block in vision_model.blocks:
         se = block.squeeze_excite
         blocks.append(dict(
             block=block,
-            expand=_folded(block.expand_conv, block.expand_bn) if block.expand else None,
-            depthwise=_folded(block.depthwise_conv, block.depthwise_norm),
-            reduce=(_host(se.reduce.kernel), _host(se.reduce.bias)),
-            excite=(_host(se.expand.kernel), _host(se.expand.bias)),
-            project=_folded(block.project_conv, block.project_bn)))
+            expand=(_constants(_folded(block.expand_conv, block.expand_bn), dtype)
+                    if block.expand else None),
+            depthwise=_constants(_folded(block.depthwise_conv, block.depthwise_norm), dtype),
+            # Squeeze-excite on the pooled [N, 1, 1, C] vector in float32 whatever the precision
+            # (negligible work; in bfloat16 its gates cost the most agreement with float32).
+            reduce=_constants((_host(se.reduce.kernel), _host(se.reduce.bias)), tf.float32),
+            excite=_constants((_host(se.expand.kernel), _host(se.expand.bias)), tf.float32),
+            project=_constants(_folded(block.project_conv, block.project_bn), dtype)))
 
-    def conv(x, kernel_bias, precision=dtype, stride=1, padding="VALID"):
+    def conv(x, kernel_bias, stride=1, padding="VALID"):
         kernel, bias = kernel_bias
-        y = tf.nn.conv2d(x, _constant(kernel, precision), stride, padding)
-        return tf.nn.bias_add(y, _constant(bias, precision))
+        return tf.nn.bias_add(tf.nn.conv2d(x, kernel, stride, padding), bias)
 
     def features(pixel_values):
         x = tf.cast(pixel_values, dtype)
         x, padding = _stride2_padding(x, emb.padding, 3)
-        x = _activate(conv(x, stem, dtype, 2, padding), act)
+        x = _activate(conv(x, stem, 2, padding), act)
         for b in blocks:
             block, inputs = b["block"], x
             if b["expand"] is not None:
@@ -118,11 +129,9 @@ def image_features_graph(vision_model, dtype="float32"):
             padding = "SAME"
             if block.stride == 2:
                 x, padding = _stride2_padding(x, block.depthwise_conv_pad, block.kernel_size)
-            x = _activate(conv(x, b["depthwise"], dtype, block.stride, padding), act)
-            # Squeeze-excite on the pooled [N, 1, 1, C] vector in float32 whatever the precision
-            # (negligible work; in bfloat16 its gates cost the most agreement with float32).
+            x = _activate(conv(x, b["depthwise"], block.stride, padding), act)
             s = tf.cast(tf.reduce_mean(x, axis=(1, 2), keepdims=True), tf.float32)
-            s = tf.sigmoid(conv(_activate(conv(s, b["reduce"], tf.float32), act), b["excite"], tf.float32))
+            s = tf.sigmoid(conv(_activate(conv(s, b["reduce"]), act), b["excite"]))
             x = conv(x * tf.cast(s, dtype), b["project"])
             if block.apply_residual:
                 x = x + inputs  # fused into the project conv (same static shapes)
@@ -137,6 +146,14 @@ def _dense(layer):
     return _host(layer.kernel), _host(layer.bias)
 
 
+def _dense_constants(layer, dtype):
+    return _constants(_dense(layer), dtype)
+
+
+def _norm(layer):
+    return _constants((_host(layer.gamma), _host(layer.beta)), tf.float32)  # float32 statistics
+
+
 def text_features_graph(model, dtype="float32"):
     """(input_ids, attention_mask, token_type_ids) int32 [M, L] -> projected [CLS] features
     [M, D] float32 (no padding trimming here: align_tf.models.compiled trims first)."""
@@ -146,25 +163,24 @@ def text_features_graph(model, dtype="float32"):
     hidden, heads = config.hidden_size, config.num_attention_heads
     head_dim, eps = hidden // heads, config.layer_norm_eps
     emb = text.embeddings
-    word, position, token_type = (_host(e.embeddings) for e in (
+    word, position, token_type = (_constant(_host(e.embeddings), dtype) for e in (
         emb.word_embeddings, emb.position_embeddings, emb.token_type_embeddings))
     layers = []
     for layer in text.encoder_layers:
         q, k, v = _dense(layer.query), _dense(layer.key), _dense(layer.value)
         layers.append(dict(
-            qkv=(np.concatenate([q[0], k[0], v[0]], 1), np.concatenate([q[1], k[1], v[1]])),
-            attention_output=_dense(layer.attention_output_dense),
-            attention_norm=(_host(layer.attention_output_LayerNorm.gamma), _host(layer.attention_output_LayerNorm.beta)),
-            intermediate=_dense(layer.intermediate_dense),
-            output=_dense(layer.output_dense),
-            output_norm=(_host(layer.output_LayerNorm.gamma), _host(layer.output_LayerNorm.beta))))
-    projection = _dense(model.text_projection)
-    embedding_norm = (_host(emb.LayerNorm.gamma), _host(emb.LayerNorm.beta))
+            qkv=_constants((np.concatenate([q[0], k[0], v[0]], 1), np.concatenate([q[1], k[1], v[1]])), dtype),
+            attention_output=_dense_constants(layer.attention_output_dense, dtype),
+            attention_norm=_norm(layer.attention_output_LayerNorm),
+            intermediate=_dense_constants(layer.intermediate_dense, dtype),
+            output=_dense_constants(layer.output_dense, dtype),
+            output_norm=_norm(layer.output_LayerNorm)))
+    projection = _dense_constants(model.text_projection, dtype)
+    embedding_norm = _norm(emb.LayerNorm)
     act = config.hidden_act
 
     def dense(x, kernel_bias):
-        return tf.nn.bias_add(tf.matmul(x, _constant(kernel_bias[0], dtype)),
-                              _constant(kernel_bias[1], dtype))
+        return tf.nn.bias_add(tf.matmul(x, kernel_bias[0]), kernel_bias[1])
 
     def layer_norm(x, gamma_beta):
         # Float32 statistics in every precision, two passes as Keras computes them. (Written so
@@ -183,9 +199,7 @@ def text_features_graph(model, dtype="float32"):
 
     def features(input_ids, attention_mask, token_type_ids):
         batch, length = tf.shape(input_ids)[0], tf.shape(input_ids)[1]
-        x = (tf.gather(_constant(word, dtype), input_ids)
-             + tf.gather(_constant(token_type, dtype), token_type_ids)
-             + _constant(position, dtype)[None, :length])
+        x = tf.gather(word, input_ids) + tf.gather(token_type, token_type_ids) + position[None, :length]
         x = layer_norm(tf.reshape(x, (-1, hidden)), embedding_norm)
         # Additive mask in float32, as the Keras layer adds it (exact -1e9 under bfloat16).
         bias = tf.reshape((1.0 - tf.cast(attention_mask, tf.float32)) * -1e9, (batch, 1, 1, length))
