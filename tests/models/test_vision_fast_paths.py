@@ -190,26 +190,3 @@ def test_compiled_image_features_trace_per_size_without_padding_copies():
     assert all(fn.experimental_get_tracing_count() == 1 for fn in cache.values())
     ops = [op.type for op in cache[(64, 64)].get_concrete_function().graph.get_operations()]
     assert "Pad" not in ops and "PadV2" not in ops
-
-
-def test_bfloat16_inference_option_on_real_weights():
-    """`from_pretrained(..., dtype="mixed_bfloat16")`: bf16 compute (faster on CPUs with
-    AVX512_BF16 / AMX, docs/performance.md), float32 features close to the float32 model's."""
-    import glob
-    import os
-
-    from align_tf.assets import demo_model_path, example_images_path
-    from align_tf.preprocessing.processor import AlignProcessor
-
-    processor = AlignProcessor.from_pretrained(demo_model_path())
-    pixels = processor(images=sorted(glob.glob(os.path.join(example_images_path(), "*"))))["pixel_values"]
-    tokens = processor(text=["a photo of a red circle.", "a photo of a blue square."])
-    full = AlignModel.from_pretrained(demo_model_path())
-    half = AlignModel.from_pretrained(demo_model_path(), dtype="mixed_bfloat16")
-    assert half.vision_model.blocks[0].depthwise_conv.compute_dtype == "bfloat16"
-    for a, b in ((full.get_image_features(pixels), half.get_image_features(pixels)),
-                 (full.get_text_features(**tokens), half.get_text_features(**tokens))):
-        a, b = np.asarray(a), np.asarray(b)
-        assert b.dtype == np.float32
-        cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
-        assert cosine.min() > 0.999 and np.abs(a - b).max() > 0  # close, and really bf16
