@@ -13,6 +13,13 @@ import pickle
 class AlignTFError(Exception):
     """Base class of every error align-tf raises on purpose."""
 
+    # Raised inside a Keras layer's call (an input dict with a key the model does not take),
+    # the message already names what was wrong: Keras's traceback filter re-raises an exception
+    # that carries this marker as it is, instead of a copy whose first line is its "Exception
+    # encountered when calling AlignModel.call()" banner (keras/src/utils/traceback_utils.py;
+    # tests/models/test_call_errors.py checks the first line).
+    _keras_call_info_injected = True
+
 
 # -- configuration and checkpoints -------------------------------------------------------------
 class ConfigError(AlignTFError, ValueError):

@@ -1,4 +1,4 @@
-"""SavedModel export for TF Serving: the signatures of DESIGN.md's contract, an op check, a loader."""
+"""SavedModel export for TF Serving: the signatures of docs/serving.md's contract, an op check, a loader."""
 
 from __future__ import annotations
 

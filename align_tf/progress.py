@@ -3,8 +3,24 @@ enough to be worth one), and a silent stand-in otherwise, so callers never check
 
 from __future__ import annotations
 
+import contextlib
+
 # "A progress bar past a few dozen items": below this, bars are noise.
 PROGRESS_MIN_ITEMS = 48
+# Where bars are drawn; None: sys.stderr as it is when the bar is made.
+_BAR_FILE = None
+
+
+@contextlib.contextmanager
+def bars_drawn_on(stream):
+    """Bars made inside the block are drawn on `stream` (the CLI's terminal while file descriptor
+    2, where Ray's own lines go, points elsewhere)."""
+    global _BAR_FILE
+    previous, _BAR_FILE = _BAR_FILE, stream
+    try:
+        yield
+    finally:
+        _BAR_FILE = previous
 
 
 class SilentProgress:
@@ -33,4 +49,4 @@ def progress_bar(total: int | None, desc: str, enabled="auto", unit: str = "item
         return SilentProgress()
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, desc=desc, unit=unit, leave=leave)
+    return tqdm(total=total, initial=initial, desc=desc, unit=unit, leave=leave, file=_BAR_FILE)

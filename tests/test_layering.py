@@ -1,4 +1,4 @@
-"""The package's layering (DESIGN.md) holds, checked by import-linter's contract in pyproject.toml,
+"""The package's layering (docs/architecture.md) holds, checked by import-linter's contract in pyproject.toml,
 and the contract really fails when a forbidden import is added (a copy of the package with one)."""
 
 from __future__ import annotations

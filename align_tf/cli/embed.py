@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
+import tempfile
 
 MODEL_HELP = ("a SavedModel from `align-tf export` (what the workers load), or a checkpoint "
               "folder / hub id exported into OUTPUT/model first; default: the demo model")
@@ -28,8 +31,10 @@ def register(subparsers) -> None:
     p.add_argument("--engine", choices=("local", "ray"), default="local",
                    help="local: in this process; ray: Ray Data actors (default: %(default)s)")
     p.add_argument("--ray-address", default=None,
-                   help="an existing Ray cluster (e.g. ray://head:10001 or auto); default: a "
-                        "local Ray on 127.0.0.1")
+                   help="an existing Ray cluster (host:port of its head, ray://head:10001 or "
+                        "auto; or the RAY_ADDRESS variable); a cluster with token "
+                        "authentication takes its token from RAY_AUTH_MODE=token and "
+                        "RAY_AUTH_TOKEN; default: a new local Ray on 127.0.0.1")
     p.add_argument("--workers", type=int, default=1, help="Ray actors, one model each")
     p.add_argument("--batch-size", type=int, default=32, help="images per signature call")
     p.add_argument("--gpus-per-worker", type=float, default=0, help="GPUs per Ray actor")
@@ -65,16 +70,53 @@ def run_embed(args) -> int:
     if args.model and args.serving_url:
         print("align-tf embed: give --model or --serving-url, not both", file=sys.stderr)
         return 2
-    manifest = embed_corpus(
-        args.images, args.output, model=args.model, texts=args.texts, engine=args.engine,
-        ray_address=args.ray_address, workers=args.workers, batch_size=args.batch_size,
-        gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker,
-        dtype=args.dtype, shard_size=args.shard_size, serving_url=args.serving_url,
-        serving_model_name=args.serving_model_name, image_root=args.image_root,
-        image_column=args.image_column, caption_column=args.caption_column,
-        id_column=args.id_column, restart=args.restart)
+    quiet = args.engine == "ray" and not args.verbose
+    with ray_lines_hidden() if quiet else contextlib.nullcontext():
+        manifest = embed_corpus(
+            args.images, args.output, model=args.model, texts=args.texts, engine=args.engine,
+            ray_address=args.ray_address, workers=args.workers, batch_size=args.batch_size,
+            gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker,
+            dtype=args.dtype, shard_size=args.shard_size, serving_url=args.serving_url,
+            serving_model_name=args.serving_model_name, image_root=args.image_root,
+            image_column=args.image_column, caption_column=args.caption_column,
+            id_column=args.id_column, restart=args.restart, verbose=args.verbose)
     counts = manifest["counts"]
     print(f"{args.output}: {counts['embedded']} embedded, {counts['errors']} error(s) "
           f"(errors.jsonl), {counts['shards']} shard(s), {counts['shards_this_run']} written "
           f"this run, {manifest['time']['seconds_this_run']:.1f} s")
     return 0
+
+
+@contextlib.contextmanager
+def ray_lines_hidden():
+    """The quiet rule of the other commands, for Ray: its log lines (its Python loggers, which
+    write to whatever sys.stderr is, and the C++ core worker of this process, which writes to
+    file descriptor 2 itself) go to a temporary file while Ray runs; the progress bar is drawn on
+    the terminal, and errors are printed by `align-tf` after the block. `--verbose` skips this.
+    Should something other than an align-tf error end the block, the hidden lines are shown."""
+    from align_tf.errors import AlignTFError
+    from align_tf.progress import bars_drawn_on
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    terminal = open(saved, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)
+    failed = False
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            with bars_drawn_on(terminal):
+                yield
+        except (AlignTFError, KeyboardInterrupt):
+            raise
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            sys.stderr.flush()
+            terminal.close()
+            os.dup2(saved, 2)
+            os.close(saved)
+            if failed:
+                sink.seek(0)
+                sys.stderr.write(sink.read().decode("utf-8", "replace"))
+                sys.stderr.flush()

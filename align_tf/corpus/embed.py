@@ -103,8 +103,12 @@ def embed_corpus(images, output: str, *, model: str | None = None, texts=None,
                  shard_size: int = 1000, serving_url: str | None = None,
                  serving_model_name: str = "align", image_root: str | None = None,
                  image_column: str | None = None, caption_column: str | None = None,
-                 id_column: str | None = None, restart: bool = False, progress="auto") -> dict:
+                 id_column: str | None = None, restart: bool = False, progress="auto",
+                 verbose: bool = False) -> dict:
     """Embed every input into Parquet shards in `output`; returns the manifest.
+
+    `verbose`: on Ray, the workers' own output (TensorFlow's start-up lines, Ray's worker logs)
+    is shown in this process too.
 
     Running the same call again skips finished shards (after a crash or Ctrl-C) and ends with
     the same output; a different model over an existing output is refused."""
@@ -161,7 +165,8 @@ def embed_corpus(images, output: str, *, model: str | None = None, texts=None,
         elif pending:
             run_on_ray(pending, worker_kwargs, lambda rows, errors: bar.update(rows + errors),
                        workers=workers, cpus_per_worker=cpus_per_worker,
-                       gpus_per_worker=gpus_per_worker, ray_address=ray_address)
+                       gpus_per_worker=gpus_per_worker, ray_address=ray_address,
+                       verbose=verbose)
     finally:
         bar.close()
     return _finish(output, partitions, manifest, started, len(pending))

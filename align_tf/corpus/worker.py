@@ -10,13 +10,20 @@ the signature's own message and the others are embedded.
 
 from __future__ import annotations
 
+import os
 import pickle
 import re
+import time
 
 import numpy as np
 
 from align_tf.corpus.shards import write_shard
 from align_tf.errors import ConfigError
+
+# A test-only hook (tests/corpus/test_embed_ray.py), not a user option: while the file this
+# variable names exists, a worker that has written a shard waits before taking the next one, so
+# that an interrupted job is reliably found part-way (some shards written, others not).
+HOLD_ENV = "ALIGN_TF_TEST_HOLD_AFTER_SHARD"
 
 
 def read_partitions(batch: dict) -> dict:
@@ -132,6 +139,8 @@ class PartitionEmbedder:
             rows["shard"].append(name)
             rows["rows"].append(count)
             rows["errors"].append(len(errors))
+            while os.environ.get(HOLD_ENV) and os.path.exists(os.environ[HOLD_ENV]):
+                time.sleep(0.05)
         return {k: np.array(v) for k, v in rows.items()}
 
     def embed_partition(self, partition: dict, items, read_errors):

@@ -115,12 +115,14 @@ class AlignProcessor(tf.Module):
         return cache[key]
 
     def decode(self, token_ids, skip_special_tokens: bool = False,
-               clean_up_tokenization_spaces: bool = True) -> str:
-        """The tokenizer's `decode` (transformers' processor forwards it the same way)."""
+               clean_up_tokenization_spaces: bool | None = None) -> str:
+        """The tokenizer's `decode` (transformers' processor forwards it the same way); left
+        out, `clean_up_tokenization_spaces` is the tokenizer's own (its config's value, else
+        False as in transformers 5)."""
         return self.tokenizer.decode(token_ids, skip_special_tokens, clean_up_tokenization_spaces)
 
     def batch_decode(self, sequences, skip_special_tokens: bool = False,
-                     clean_up_tokenization_spaces: bool = True) -> list[str]:
+                     clean_up_tokenization_spaces: bool | None = None) -> list[str]:
         """The tokenizer's `batch_decode`."""
         return self.tokenizer.batch_decode(sequences, skip_special_tokens, clean_up_tokenization_spaces)
 

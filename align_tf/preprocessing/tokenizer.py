@@ -104,6 +104,7 @@ class AlignTokenizer(tf.Module):
         pad_token: str = "[PAD]",
         cls_token: str = "[CLS]",
         mask_token: str = "[MASK]",
+        clean_up_tokenization_spaces: bool = False,
         name: str | None = None,
     ):
         super().__init__(name=name or "align_tokenizer")
@@ -130,6 +131,8 @@ class AlignTokenizer(tf.Module):
         self.tokenize_chinese_chars = bool(tokenize_chinese_chars)
         self.unk_token, self.sep_token, self.pad_token = unk_token, sep_token, pad_token
         self.cls_token, self.mask_token = cls_token, mask_token
+        # `decode`'s default, as transformers 5's tokenizers: the config's value, else False.
+        self.clean_up_tokenization_spaces = bool(clean_up_tokenization_spaces)
         self._vocabulary = vocabulary
         self.cls_token_id = index[cls_token]
         self.sep_token_id = index[sep_token]
@@ -301,11 +304,15 @@ class AlignTokenizer(tf.Module):
 
     # ----------------------------------------------------------------------------- decoding
     def decode(self, token_ids, skip_special_tokens: bool = False,
-               clean_up_tokenization_spaces: bool = True) -> str:
+               clean_up_tokenization_spaces: bool | None = None) -> str:
         """Ids back to text as transformers' BERT tokenizers do: WordPiece pieces joined
         (`##` continuations glued), special tokens dropped with `skip_special_tokens`, and
         the spaces before punctuation and English contractions removed with
-        `clean_up_tokenization_spaces`."""
+        `clean_up_tokenization_spaces`. Left out (None), that option is the tokenizer's own
+        `clean_up_tokenization_spaces` (tokenizer_config.json's value; False without one, as
+        transformers 5)."""
+        if clean_up_tokenization_spaces is None:
+            clean_up_tokenization_spaces = self.clean_up_tokenization_spaces
         ids = [int(i) for i in np.asarray(_as_numpy(token_ids)).reshape(-1)]
         if skip_special_tokens:
             special = {self._index().get(t) for t in self._special_tokens}
@@ -323,7 +330,7 @@ class AlignTokenizer(tf.Module):
         return text
 
     def batch_decode(self, sequences, skip_special_tokens: bool = False,
-                     clean_up_tokenization_spaces: bool = True) -> list[str]:
+                     clean_up_tokenization_spaces: bool | None = None) -> list[str]:
         """`decode` for each row of a [M, L] array / tensor, a ragged tensor or a list of lists."""
         if isinstance(sequences, tf.RaggedTensor):
             sequences = sequences.to_list()
@@ -351,6 +358,7 @@ class AlignTokenizer(tf.Module):
             "pad_token": self.pad_token,
             "cls_token": self.cls_token,
             "mask_token": self.mask_token,
+            "clean_up_tokenization_spaces": self.clean_up_tokenization_spaces,
         }
 
     @classmethod
@@ -370,7 +378,8 @@ class AlignTokenizer(tf.Module):
         # HF writes a huge sentinel when a tokenizer has no limit; ALIGN's reference pads to 64.
         if isinstance(max_length, int) and 2 <= max_length <= 1_000_000:
             kwargs["max_length"] = max_length
-        for key in ("do_lower_case", "strip_accents", "tokenize_chinese_chars", "padding", "truncation"):
+        for key in ("do_lower_case", "strip_accents", "tokenize_chinese_chars", "padding", "truncation",
+                    "clean_up_tokenization_spaces"):
             if key in config and config[key] is not None:
                 kwargs[key] = config[key]
         for key in ("unk_token", "sep_token", "pad_token", "cls_token", "mask_token"):

@@ -38,7 +38,8 @@ class TrainingConfig:
         None, "image folder for a Karpathy JSON (default for a TSV: the TSV's folder)", "data and model")
     model: str | None = option(
         None, "checkpoint folder or hub id to fine-tune, a config.json to train from scratch, or a "
-        "preset (demo-config, align-base-config); default: demo-config for --data demo",
+        "preset (demo-config, align-base-config, or their short names demo, align-base); "
+        "default: demo-config for --data demo",
         "data and model")
     text_model: str | None = option(
         None, "initialise the text tower from this HF BERT checkpoint (folder or hub id)", "data and model")
@@ -100,7 +101,7 @@ class TrainingConfig:
             raise ConfigError("give --steps or --epochs, not both")
         if not self.data.startswith("demo") and self.model is None:
             raise ConfigError("--model: give a checkpoint to fine-tune, a config.json, or a preset "
-                              "(demo-config, align-base-config)")
+                              "(demo-config, align-base-config, or align-base)")
 
 
 def _flag_type(spec: dataclasses.Field):

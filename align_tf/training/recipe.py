@@ -98,6 +98,17 @@ def _has_weights(folder: str) -> bool:
     return any(os.path.isfile(os.path.join(folder, n)) for n in names)
 
 
+def preset_named(name: str):
+    """The preset that `--model NAME` names (`demo-config`, `align-base-config`, or a short name
+    such as `align-base`, as `get_preset` takes them); None for anything else. A short name that
+    is also a file or folder here means that file or folder."""
+    from align_tf.presets import ALIASES, PRESETS, get_preset
+
+    if name in PRESETS or (name in ALIASES and not os.path.exists(name)):
+        return get_preset(name)
+    return None
+
+
 def build_model_and_processor(config: TrainingConfig):
     """Inside the strategy's scope: the model to train and the processor that feeds it."""
     from align_tf.configuration import AlignConfig, load_config
@@ -115,9 +126,9 @@ def build_model_and_processor(config: TrainingConfig):
     if text_tower is not None and os.path.isfile(os.path.join(text_tower.source_folder, "vocab.txt")):
         text_vocab = os.path.join(text_tower.source_folder, "vocab.txt")
 
-    if name in PRESETS or name.endswith(".json"):
-        if name in PRESETS:
-            preset = PRESETS[name]
+    preset = preset_named(name)
+    if preset is not None or name.endswith(".json"):
+        if preset is not None:
             model_config, image_size, max_length = preset.config(), preset.image_size, preset.max_length
         else:
             model_config = load_config(name)

@@ -167,3 +167,35 @@ def test_batch_decode_equals_the_reference(processors):
     assert ours.batch_decode(ragged) == reference.batch_decode(
         reference(text=texts[:20], padding=False)["input_ids"])
     assert ours.decode(ids[5]) == reference.decode(ids[5])
+
+
+@pytest.mark.parametrize("clean_up", [None, True, False])
+def test_decode_defaults_follow_the_tokenizer_config(folder, tmp_path, clean_up):
+    """With default arguments, decode / batch_decode clean up spaces as the tokenizer config says
+    (`clean_up_tokenization_spaces`), and as transformers 5 does when it says nothing (no
+    clean-up: "don ' t"). 400 texts, each mode against the reference read from the same files."""
+    import json
+    import shutil
+
+    for name in ("vocab.txt", "preprocessor_config.json"):
+        shutil.copyfile(folder / name, tmp_path / name)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    assert "clean_up_tokenization_spaces" not in config  # align-base's published config has none
+    if clean_up is not None:
+        config["clean_up_tokenization_spaces"] = clean_up
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
+    reference = transformers.BertTokenizer.from_pretrained(str(tmp_path))
+    ours = AlignProcessor.from_pretrained(str(tmp_path))
+
+    texts = build_corpus(size=400, seed=11) + ["xxx don't stop", "it's a dog , isn't it ?"]
+    ids = reference(texts, padding=True)["input_ids"]
+    expected = reference.batch_decode(ids)
+    assert ours.batch_decode(np.array(ids)) == expected
+    assert [ours.decode(row) for row in ids[-2:]] == [reference.decode(row) for row in ids[-2:]]
+    assert ours.tokenizer.decode(ids[-2]) == expected[-2]
+    cleaned = "[CLS] xxx don't stop [SEP]" in expected[-2]
+    assert cleaned == bool(clean_up), expected[-2]  # the two modes really differ on this text
+    # Saved and read back (by us and by transformers), the setting stays.
+    ours.save_pretrained(str(tmp_path / "saved"))
+    assert AlignProcessor.from_pretrained(str(tmp_path / "saved")).batch_decode(ids[-2:]) == expected[-2:]
+    assert transformers.BertTokenizer.from_pretrained(str(tmp_path / "saved")).batch_decode(ids[-2:]) == expected[-2:]

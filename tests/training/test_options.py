@@ -58,3 +58,17 @@ def test_wrong_values_name_the_flag(values, named):
         TrainingConfig(**values)
     with pytest.raises(ValueError):  # still a ValueError for code written before
         TrainingConfig(**values)
+
+
+def test_model_names_a_preset_by_its_name_or_short_name(tmp_path, monkeypatch):
+    """`align-tf train --model align-base` builds the align-base architecture, as
+    `get_preset("align-base")` (shown in the README) names it; a folder of that name wins."""
+    from align_tf.training.recipe import preset_named
+
+    assert preset_named("align-base").name == "align-base-config"
+    assert preset_named("align-base-config").name == "align-base-config"
+    assert preset_named("demo-config").name == "demo-config"
+    assert preset_named("kakaobrain/align-base") is None
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "align-base").mkdir()
+    assert preset_named("align-base") is None  # the local checkpoint folder, not the preset
