@@ -8,4 +8,11 @@ NOT_APPLICABLE: tuple[tuple[str, str], ...] = (
      "TF Lite platform (--prefer_tflite_model): this server loads SavedModels only"),
     ("model_servers/tensorflow_model_server_test.py::testPredictWithSignatureDefOnTfLite",
      "TF Lite platform (--prefer_tflite_model): this server loads SavedModels only"),
+    ("servables/tensorflow/predict_impl_test.cc::PredictImplTest.ModelSpecOverride",
+     "TensorflowPredictor::PredictWithModelSpec, an in-process C++ API: a PredictRequest on the wire "
+     "has one model_spec, no override"),
+    ("model_servers/get_model_status_impl_test.cc::GetModelStatusImplTest.ModelSpecOverride",
+     "GetModelStatusImpl::GetModelStatusWithModelSpec, an in-process C++ API with no wire form"),
+    ("servables/tensorflow/get_model_metadata_impl_test.cc::GetModelMetadataImplTest.ModelSpecOverride",
+     "GetModelMetadataImpl::GetModelMetadataWithModelSpec, an in-process C++ API with no wire form"),
 )
