@@ -11,7 +11,7 @@ import grpc
 from align_tf.errors import ServingError
 from align_tf.serving.limits import DEFAULT_MAX_BATCH_SIZE, RequestLimits
 from align_tf.serving.server.model_config import ModelConfig, read_model_config_file
-from align_tf.serving.server.versions import ServedModel, invalid
+from align_tf.serving.server.versions import LoadOptions, ServedModel, invalid
 
 log = logging.getLogger("align_tf.serving")
 
@@ -24,13 +24,16 @@ class ModelManager:
     def __init__(self, configs: list[ModelConfig], poll_seconds: float = 1.0,
                  max_batch_size: int | None = DEFAULT_MAX_BATCH_SIZE, tags=("serve",),
                  config_file: str | None = None, config_file_poll_seconds: float = 0,
-                 warmup: bool = True, limits: RequestLimits | None = None):
-        """`limits` bound every request; without it, the defaults with `max_batch_size`."""
-        self.warmup = warmup
+                 warmup: bool = True, limits: RequestLimits | None = None,
+                 load_options: LoadOptions | None = None):
+        """`limits` bound every request; without it, the defaults with `max_batch_size`.
+        `load_options` (how versions load) override `tags` and `warmup` when given."""
+        self.load_options = load_options or LoadOptions(tags=tuple(tags), warmup=warmup)
+        self.warmup = self.load_options.warmup
         self.limits = limits or RequestLimits(max_batch_size=max_batch_size)
-        self.models = {c.name: ServedModel(c, tuple(tags), warmup) for c in configs}
+        self.models = {c.name: ServedModel(c, options=self.load_options) for c in configs}
         self.poll_seconds = poll_seconds
-        self.tags = tuple(tags)
+        self.tags = self.load_options.tags
         self.config_file = config_file
         self.config_file_poll_seconds = config_file_poll_seconds
         self._stop = threading.Event()
@@ -79,7 +82,7 @@ class ModelManager:
             for c in configs:
                 keep = current.get(c.name)
                 updated[c.name] = keep if keep is not None and keep.config == c \
-                    else ServedModel(c, self.tags, self.warmup)
+                    else ServedModel(c, options=self.load_options)
             self.models = updated
         self.poll()
 

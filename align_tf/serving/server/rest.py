@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 from align_tf.errors import ServingError
-from align_tf.serving.json_tensor import outputs_to_json, parse_json_body, parse_predict_body
+from align_tf.serving.json_tensor import outputs_to_json, parse_json_body, parse_predict_body, signature_name_of
 from align_tf.serving.server import replies
 from align_tf.serving.server.manager import ModelManager
 from align_tf.serving.server.versions import invalid
@@ -35,8 +35,9 @@ class RestServer(ThreadingHTTPServer):
     allow_reuse_address = True
 
     def __init__(self, address, manager: ModelManager, max_body_bytes: int, num_threads: int,
-                 prometheus_path: str | None, timeout: float = 30.0):
+                 prometheus_path: str | None, timeout: float = 30.0, cors: bool = False):
         super().__init__(address, RestHandler)
+        self.cors = cors
         self.manager = manager
         self.max_body_bytes = max_body_bytes
         self.slots = threading.BoundedSemaphore(num_threads)
@@ -53,12 +54,15 @@ def _version(text: str | None) -> int | None:
     return int(text)
 
 
-def _model_info(pattern, method: str, path: str) -> tuple:
-    """ParseModelInfo: (name, version, label, method or subresource) from a path the pattern
-    takes, URL-decoded and checked; else 400 "Malformed request"."""
-    match = pattern.fullmatch(path)
+def parse_model_info(http_method: str, path: str) -> tuple | None:
+    """ParseModelInfo (http_rest_api_util.cc): (model name, version, label, method or
+    subresource) from a POST path (kPredictionApiGegex) or a GET path (kModelStatusApiRegex),
+    the name and label URL-decoded; None when the path is not one of those (parse_successful is
+    false), INVALID_ARGUMENT when a version does not fit an int64 or a name does not decode."""
+    pattern = {"POST": _PREDICT_PATH, "GET": _STATUS_PATH}.get(http_method)
+    match = pattern.fullmatch(path) if pattern is not None else None
     if not match:
-        raise invalid(f"Malformed request: {method} {path}")
+        return None
     name, version, label, last = match.groups()
     return _decoded(name, "model name"), _version(version), _decoded(label, "model version label"), last
 
@@ -98,13 +102,17 @@ class RestHandler(BaseHTTPRequestHandler):
     def _reply(self, status: int, payload, content_type="application/json"):
         if isinstance(payload, bytes):
             data = payload
-        elif isinstance(payload, str):
-            data = payload.encode("utf-8")
+        elif isinstance(payload, str):  # a model's string bytes that are not UTF-8 pass as they are
+            data = payload.encode("utf-8", "surrogateescape")
         else:
             data = json.dumps(payload).encode("utf-8")
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
+        if self.server.cors:  # AddCORSHeaders (http_rest_api_util.cc)
+            self.send_header("Access-Control-Allow-Origin", "*")
+            self.send_header("Access-Control-Allow-Methods", "POST, GET")
+            self.send_header("Access-Control-Allow-Headers", "Content-Type")
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
@@ -158,6 +166,9 @@ class RestHandler(BaseHTTPRequestHandler):
                 return self._reply(200, self.server.manager.prometheus_text().encode(), "text/plain")
             if not _HANDLER_PATH.fullmatch(path):
                 return self._reply(404, {"error": f"Not found: {self.command} {path}"})
+            if self.command == "OPTIONS":  # a CORS preflight (http_server.cc): no handler, no body
+                origin = self.headers.get("Origin") or ""
+                return self._reply(200 if re.search(r"https?://", origin) else 400, b"")
             with self.server.slots:
                 self._reply(200, self._dispatch(self.command, path, body))
         except _HttpError as e:
@@ -179,25 +190,21 @@ class RestHandler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _handle
 
     def _dispatch(self, method: str, path: str, body: bytes):
-        if method == "POST":
-            name, version, label, verb = _model_info(_PREDICT_PATH, method, path)
-            if version is not None and label is not None:  # FillModelSpecWithNameVersionAndLabel
-                raise invalid(f"Both model version ({version}) and model version label ({label}) "
-                              "cannot be supplied.")
+        """HttpRestApiHandler::ProcessRequest: anything its paths do not take is "Malformed request"."""
+        info = parse_model_info(method, path)
+        if info is not None and method == "POST" and info[3] in ("predict", "classify", "regress"):
+            name, version, label, verb = info
             request = parse_json_body(body)
-            signature_name = request.get("signature_name", "")
-            if not isinstance(signature_name, str):
-                raise invalid(f"JSON Value: {json.dumps(request)[:80]} not formatted correctly. "
-                              "'signature_name' key must be a string value.")
-            if verb.lower() != "predict":
-                return self._classify_or_regress(verb.lower(), name, version, label, signature_name, request)
+            signature_name = signature_name_of(request)
+            if verb != "predict":
+                return self._classify_or_regress(verb, name, version, label, signature_name, request)
             return self._predict(name, version, label, signature_name, request, body)
-        if method == "GET":
-            name, version, label, metadata = _model_info(_STATUS_PATH, method, path)
+        if info is not None and method == "GET":
+            name, version, label, subresource = info
             if not name:  # ProcessModelStatusRequest / ProcessModelMetadataRequest
                 raise invalid("Missing model name in request.")
             manager = self.server.manager
-            reply = replies.model_metadata_reply(manager, name, version, label) if metadata \
+            reply = replies.model_metadata_reply(manager, name, version, label) if subresource == "metadata" \
                 else replies.model_status_reply(manager, name, version)  # labels ignored: TF Serving does
             return replies.reply_to_json(reply)
         raise invalid(f"Malformed request: {method} {path}")
@@ -210,7 +217,8 @@ class RestHandler(BaseHTTPRequestHandler):
         if specs is None:  # GetInfoMap in http_rest_api_handler.cc: INVALID_ARGUMENT here
             raise invalid(f'Serving signature name: "{signature_name}" not found in signature def')
         arrays, fmt = parse_predict_body(request, specs, manager.limits,
-                                         may_hold_bools=b"true" in body or b"false" in body)
+                                         may_hold_bools=b"true" in body or b"false" in body,
+                                         signature_name=signature_name)
         _, _, outputs = manager.predict(name, served.version, None, signature_name, arrays)
         return outputs_to_json(outputs, fmt)
 
@@ -229,8 +237,8 @@ class _HttpError(Exception):
 
 def start_rest_server(manager: ModelManager, host: str, port: int, max_body_bytes: int,
                       num_threads: int, prometheus_path: str | None = None,
-                      timeout: float = 30.0) -> RestServer:
-    server = RestServer((host, port), manager, max_body_bytes, num_threads, prometheus_path, timeout)
+                      timeout: float = 30.0, cors: bool = False) -> RestServer:
+    server = RestServer((host, port), manager, max_body_bytes, num_threads, prometheus_path, timeout, cors)
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
                      name="rest", daemon=True).start()
     return server
