@@ -78,6 +78,11 @@ def register(subparsers) -> None:
     serve.add_argument("--rest_api_timeout_in_ms", type=int, default=30000,
                        help="REST: a client silent this long is answered 408 and disconnected "
                             "(default: %(default)s)")
+    serve.add_argument("--enable_signature_method_name_check", type=_flag_bool, nargs="?", const=True,
+                       default=False,
+                       help="check SignatureDef method names (classify / regress / predict) as TF 1 "
+                            "exports set them; off, native TF2 models classify and regress "
+                            "(default: false, as TF Serving)")
     # Not tensorflow_model_server flags: this server's own.
     serve.add_argument("--bind_address", default="127.0.0.1",
                        help="[local server only] address to listen on; 0.0.0.0 for all "

@@ -44,6 +44,7 @@ class ServerOptions:
     tensorflow_inter_op_parallelism: int = 0
     enable_serialization_as_tensor_content: bool = False
     rest_api_timeout_in_ms: int = 30000
+    enable_signature_method_name_check: bool = False
     bind_address: str = "127.0.0.1"
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
 
@@ -105,7 +106,8 @@ def serve(options: ServerOptions) -> int:
                            tags=tuple(options.saved_model_tags.split(",")),
                            config_file=options.model_config_file,
                            config_file_poll_seconds=options.model_config_file_poll_wait_seconds,
-                           warmup=options.enable_model_warmup)
+                           warmup=options.enable_model_warmup,
+                           method_name_check=options.enable_signature_method_name_check)
     if options.file_system_poll_wait_seconds >= 0:
         manager.poll()  # TF Serving loads what is there before it opens its ports
     manager.start_polling()

@@ -1,0 +1,294 @@
+"""Classify, Regress and MultiInference over `tf.Example`s, as TF Serving runs them on a SavedModel
+(servables/tensorflow/classifier.cc, regressor.cc, multi_inference.cc, util.cc).
+
+The request's `Input` becomes one string tensor of serialized examples (`example_list`, or
+`example_list_with_context` with the context's bytes before each example's, which parsing
+merges with the example's features winning), fed to the signature's single input `inputs`. A
+classify signature answers `classes` (string [N, C]) and / or `scores` (float [N, C]); a regress
+signature `outputs` (float [N] or [N, 1]). The signature's method name is checked only with
+`--enable_signature_method_name_check` (off by default, as in TF Serving, so native TF2 models,
+whose signatures all say "predict", classify and regress); without it the signature's inputs and
+outputs are checked instead. Every message is TF Serving's.
+
+Requests are held to the server's `RequestLimits` before anything is built from them: at most
+`max_batch_size` examples, and the examples' bytes (the context once per example, which is how a
+small request could otherwise ask for gigabytes) at most `max_decoded_bytes`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+
+from align_tf.errors import ServingError
+from align_tf.serving.limits import STRING_OVERHEAD_BYTES, RequestLimits
+from align_tf.serving.server.versions import LoadedVersion, invalid, op_error_message
+
+DEFAULT_SIGNATURE = "serving_default"
+CLASSIFY_METHOD = "tensorflow/serving/classify"
+REGRESS_METHOD = "tensorflow/serving/regress"
+PREDICT_METHOD = "tensorflow/serving/predict"
+INPUTS = "inputs"                   # kClassifyInputs, kRegressInputs
+CLASSES, SCORES = "classes", "scores"  # kClassifyOutputClasses, kClassifyOutputScores
+OUTPUTS = "outputs"                 # kRegressOutputs
+_WORD = {"classify": "classification", "regress": "regression"}
+_METHOD = {"classify": CLASSIFY_METHOD, "regress": REGRESS_METHOD}
+_CODE_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
+
+
+@dataclass
+class Classification:
+    """A ClassificationResult as columns: labels (bytes [N, C]) and / or scores (float32 [N, C])."""
+    labels: np.ndarray | None
+    scores: np.ndarray | None
+
+    def to_proto(self, result) -> None:
+        """Fill a ClassificationResult (PostProcessClassificationResult's loop)."""
+        from tensorflow_serving.apis import classification_pb2
+
+        rows, width = (self.labels if self.labels is not None else self.scores).shape
+        labels = self.labels.tolist() if self.labels is not None else None
+        scores = self.scores.tolist() if self.scores is not None else None
+        make = classification_pb2.Class
+        for i in range(rows):
+            if labels is not None and scores is not None:
+                classes = [make(label=l, score=s) for l, s in zip(labels[i], scores[i])]
+            elif labels is not None:
+                classes = [make(label=l) for l in labels[i]]
+            else:
+                classes = [make(score=s) for s in scores[i]]
+            result.classifications.add().classes.extend(classes)
+
+
+# -- the input: util.cc InputToSerializedExampleTensor ------------------------------------------
+def serialized_examples(request_input, limits: RequestLimits = RequestLimits()) -> np.ndarray:
+    """The examples of an `Input` as a string vector, checked against `limits` first."""
+    kind = request_input.WhichOneof("kind")
+    context = b""
+    if kind == "example_list":
+        examples = request_input.example_list.examples
+    elif kind == "example_list_with_context":
+        examples = request_input.example_list_with_context.examples
+        context = request_input.example_list_with_context.context.SerializeToString()
+    else:
+        examples = ()
+    count = len(examples)
+    if count == 0:
+        raise invalid("Input is empty.")
+    if limits.max_batch_size and count > limits.max_batch_size:
+        raise invalid(f"input: Task size {count} is larger than maximum input batch size "
+                      f"{limits.max_batch_size}")
+    total = sum(e.ByteSize() for e in examples) + count * (len(context) + STRING_OVERHEAD_BYTES)
+    if total > limits.max_decoded_bytes:
+        raise invalid(f"input: {count} examples{' with a context of ' + str(len(context)) + ' bytes' if context else ''} "
+                      f"would take {total} bytes once serialized; the limit is "
+                      f"{limits.max_decoded_bytes} bytes")
+    out = np.empty(count, dtype=object)
+    out[:] = [context + e.SerializeToString() for e in examples]
+    return out
+
+
+# -- signatures: classifier.cc / regressor.cc ---------------------------------------------------
+def _debug_string(signature) -> str:
+    from google.protobuf import text_format
+
+    return text_format.MessageToString(signature)
+
+
+def check_signature(kind: str, signature, method_check: bool) -> tuple[str, list[str]]:
+    """PreProcessClassification / PreProcessRegression: (input alias, output aliases)."""
+    if method_check and signature.method_name != _METHOD[kind]:
+        raise invalid(f"Expected {_WORD[kind]} signature method_name to be {_METHOD[kind]}. "
+                      f"Was: {signature.method_name}")
+    if len(signature.inputs) != 1:
+        raise invalid("Expected one input Tensor.")
+    if kind == "classify":
+        if len(signature.outputs) not in (1, 2):
+            raise invalid(f"Expected one or two output Tensors, found {len(signature.outputs)}")
+        if INPUTS not in signature.inputs:
+            raise invalid(f"No classification inputs found in SignatureDef: {_debug_string(signature)}")
+        outputs = [alias for alias in (CLASSES, SCORES) if alias in signature.outputs]
+        if not outputs:
+            raise invalid(f'Expected classification signature outputs to contain at least one of '
+                          f'"{CLASSES}" or "{SCORES}". Signature was: {_debug_string(signature)}')
+        return INPUTS, outputs
+    if len(signature.outputs) != 1:
+        raise invalid("Expected one output Tensor.")
+    if INPUTS not in signature.inputs:
+        raise invalid(f"No regression inputs found in SignatureDef: {_debug_string(signature)}")
+    if OUTPUTS not in signature.outputs:
+        raise invalid(f"No regression outputs found in SignatureDef: {_debug_string(signature)}")
+    return INPUTS, [OUTPUTS]
+
+
+def find_signature(kind: str, served: LoadedVersion, signature_name: str, method_check: bool):
+    """GetClassificationSignatureDef / GetRegressionSignatureDef."""
+    name = signature_name or DEFAULT_SIGNATURE
+    signature = served.signature_defs.get(name)
+    if signature is None:
+        raise invalid(f"No signature was found with the name: {name}")
+    if method_check:
+        if signature.method_name != _METHOD[kind]:
+            raise invalid(f"Expected {_WORD[kind]} signature method_name to be {_METHOD[kind]}. "
+                          f"Was: {signature.method_name}")
+    else:
+        check_signature(kind, signature, method_check)
+    return signature
+
+
+def check_predict_method(served: LoadedVersion, signature_name: str) -> None:
+    """predict_util.cc VerifySignature, with the method-name check on: Predict runs predict,
+    classify and regress signatures, and answers INTERNAL for any other method name."""
+    signature = served.signature(signature_name)
+    if signature.method_name not in (PREDICT_METHOD, CLASSIFY_METHOD, REGRESS_METHOD):
+        raise ServingError(grpc.StatusCode.INTERNAL,
+                           f"Expected prediction signature method_name to be one of {{{PREDICT_METHOD}, "
+                           f"{CLASSIFY_METHOD}, {REGRESS_METHOD}}}. Was: {signature.method_name}")
+
+
+def _dtype_name(array: np.ndarray) -> str:
+    """DataType_Name of an output: DT_FLOAT, DT_STRING, ..."""
+    import tensorflow as tf
+    from tensorflow.core.framework import types_pb2
+
+    if array.dtype == object or array.dtype.kind in "SU":
+        return "DT_STRING"
+    return types_pb2.DataType.Name(tf.as_dtype(array.dtype).as_datatype_enum)
+
+
+def _shape(array: np.ndarray) -> str:
+    return "[" + ",".join(str(d) for d in array.shape) + "]"  # TensorShape::DebugString
+
+
+def run_signature(served: LoadedVersion, signature_name: str, input_alias: str,
+                  examples: np.ndarray) -> dict[str, np.ndarray]:
+    """Feed the examples to the signature's input and return every output as numpy (the
+    Session::Run of PerformOneShotTensorComputation)."""
+    import tensorflow as tf
+
+    function = served.functions.get(signature_name)
+    if function is None:
+        raise ServingError(grpc.StatusCode.FAILED_PRECONDITION,
+                           f'Serving signature key "{signature_name}" not found.')
+    spec = function.structured_input_signature[1].get(input_alias)
+    if spec is not None and spec.dtype != tf.string:  # what the runtime says of a mistyped feed
+        raise invalid(f"Expects arg[0] to be {_dtype_name(np.empty(0, spec.dtype.as_numpy_dtype))[3:].lower()} "
+                      "but string is provided")
+    try:
+        outputs = function(**{input_alias: tf.constant(examples, dtype=tf.string)})
+    except tf.errors.OpError as e:
+        raise ServingError(_CODE_BY_NUMBER.get(e.error_code, grpc.StatusCode.UNKNOWN),
+                           op_error_message(e)) from None
+    except (TypeError, ValueError) as e:  # the examples do not fit the input's declared shape
+        raise invalid(f"{input_alias}: {str(e).splitlines()[0]}") from None
+    return {alias: value.numpy() for alias, value in outputs.items()}
+
+
+def regressions_to_proto(values: np.ndarray, result) -> None:
+    """Fill a RegressionResult: one `value` per example."""
+    from tensorflow_serving.apis import regression_pb2
+
+    result.regressions.extend(regression_pb2.Regression(value=v) for v in values.tolist())
+
+
+def classification_result(signature, count: int, outputs: dict) -> Classification:
+    """PostProcessClassificationResult's checks, in its order."""
+    classes = outputs.get(CLASSES) if CLASSES in signature.outputs else None
+    scores = outputs.get(SCORES) if SCORES in signature.outputs else None
+    for array, alias, dtype in ((classes, CLASSES, "DT_STRING"), (scores, SCORES, "DT_FLOAT")):
+        if array is None:
+            continue
+        if array.ndim != 2:
+            raise invalid(f"Expected Tensor shape: [batch_size num_classes] but got {_shape(array)}")
+        if _dtype_name(array) != dtype:
+            raise invalid(f"Expected {alias} Tensor of {dtype}. Got: {_dtype_name(array)}")
+        if array.shape[0] != count:
+            raise invalid(f"Expected {alias} output batch size of {count}. Got: {array.shape[0]}")
+    if classes is not None and scores is not None and classes.shape[1] != scores.shape[1]:
+        raise invalid(f"Tensors class and score should match in dim_size(1). Got "
+                      f"{classes.shape[1]} vs. {scores.shape[1]}")
+    if classes is not None:
+        classes = np.vectorize(lambda v: v if isinstance(v, bytes) else str(v).encode("utf-8"),
+                               otypes=[object])(classes) if classes.size else classes.astype(object)
+    return Classification(classes, scores)
+
+
+def regression_result(count: int, outputs: dict) -> np.ndarray:
+    """PostProcessRegressionResult's checks, in its order: float32 [N]."""
+    array = outputs[OUTPUTS]
+    if not (array.ndim == 1 or (array.ndim == 2 and array.shape[1] == 1)):
+        raise invalid("Expected output Tensor shape to be either [batch_size] or [batch_size, 1] "
+                      f"but got {_shape(array)}")
+    if count != array.shape[0]:
+        raise invalid(f"Input batch size did not match output batch size: {count} vs. {array.shape[0]}")
+    if _dtype_name(array) != "DT_FLOAT":
+        raise invalid(f"Expected output Tensor of DT_FLOAT.  Got: {_dtype_name(array)}")
+    return array.reshape(-1)
+
+
+def classify(served: LoadedVersion, signature_name: str, request_input, method_check: bool = False,
+             limits: RequestLimits = RequestLimits()) -> Classification:
+    """RunClassify on one loaded version."""
+    name = signature_name or DEFAULT_SIGNATURE
+    signature = find_signature("classify", served, name, method_check)
+    input_alias, _ = check_signature("classify", signature, method_check)
+    examples = serialized_examples(request_input, limits)
+    outputs = run_signature(served, name, input_alias, examples)
+    return classification_result(signature, len(examples), outputs)
+
+
+def regress(served: LoadedVersion, signature_name: str, request_input, method_check: bool = False,
+            limits: RequestLimits = RequestLimits()) -> np.ndarray:
+    """RunRegress on one loaded version."""
+    name = signature_name or DEFAULT_SIGNATURE
+    signature = find_signature("regress", served, name, method_check)
+    input_alias, _ = check_signature("regress", signature, method_check)
+    examples = serialized_examples(request_input, limits)
+    outputs = run_signature(served, name, input_alias, examples)
+    return regression_result(len(examples), outputs)
+
+
+# -- multi_inference.cc -----------------------------------------------------------------------
+def multi_inference(served: LoadedVersion, request, method_check: bool = False,
+                    limits: RequestLimits = RequestLimits()):
+    """TensorFlowMultiInferenceRunner::Infer on one loaded version: every task checked, the
+    examples run once through each named signature, the results in task order."""
+    from tensorflow_serving.apis import inference_pb2
+
+    model_name, seen, plan = "", set(), []
+    for task in request.tasks:
+        if not task.model_spec.name:
+            raise invalid("Found ModelSpec with an empty model name.")
+        if not model_name:
+            model_name = task.model_spec.name
+        elif model_name != task.model_spec.name:
+            raise invalid("All ModelSpecs in a MultiInferenceRequest must access the same model name.")
+        name = task.model_spec.signature_name or DEFAULT_SIGNATURE
+        if name in seen:
+            raise invalid(f"Duplicate evaluation of signature: {name}")
+        seen.add(name)
+        signature = served.signature_defs.get(name)
+        if signature is None:
+            raise invalid(f"Requested signature not found in model graph: {name}")
+        kind = {CLASSIFY_METHOD: "classify", REGRESS_METHOD: "regress"}.get(task.method_name)
+        if kind is None:
+            raise ServingError(grpc.StatusCode.UNIMPLEMENTED,
+                               f"Unsupported signature method_name: {task.method_name}")
+        input_alias, _ = check_signature(kind, signature, method_check)
+        plan.append((task, kind, name, signature, input_alias))
+
+    examples = serialized_examples(request.input, limits)
+    response = inference_pb2.MultiInferenceResponse()
+    for task, kind, name, signature, input_alias in plan:
+        outputs = run_signature(served, name, input_alias, examples)
+        result = response.results.add()
+        if kind == "classify":
+            classification_result(signature, len(examples), outputs).to_proto(result.classification_result)
+        else:
+            regressions_to_proto(regression_result(len(examples), outputs), result.regression_result)
+        result.model_spec.name = task.model_spec.name
+        result.model_spec.signature_name = name
+        result.model_spec.version.value = served.version
+    return response
