@@ -147,6 +147,9 @@ def read_labels_file(path: str) -> list[str]:
                           "with one label per line") from None
     if not labels:
         raise ConfigError(f"--labels {path}: no labels in it; expected one label per line")
+    duplicates = sorted({label for label in labels if labels.count(label) > 1})
+    if duplicates:
+        raise ConfigError(f"--labels {path}: duplicate labels {duplicates}; expected each label once")
     return labels
 
 

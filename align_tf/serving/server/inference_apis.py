@@ -49,7 +49,7 @@ class Classification:
         from tensorflow_serving.apis import classification_pb2
 
         rows, width = (self.labels if self.labels is not None else self.scores).shape
-        labels = self.labels.tolist() if self.labels is not None else None
+        labels = _text_labels(self.labels) if self.labels is not None else None
         scores = self.scores.tolist() if self.scores is not None else None
         make = classification_pb2.Class
         for i in range(rows):
@@ -60,6 +60,26 @@ class Classification:
             else:
                 classes = [make(score=s) for s in scores[i]]
             result.classifications.add().classes.extend(classes)
+
+
+def _text_labels(labels: np.ndarray) -> list:
+    """Labels for `Class.label`, a proto3 string: UTF-8 text. TF Serving's C++ writes other
+    bytes anyway, and no client can parse that reply; here it is one clear error."""
+    try:
+        return [[label.decode("utf-8") for label in row] for row in labels.tolist()]
+    except UnicodeDecodeError:
+        bad = next(v for v in labels.reshape(-1) if not _is_utf8(v))
+        raise ServingError(grpc.StatusCode.INTERNAL,
+                           f"class label {bad[:40]!r} is not UTF-8: Class.label is a proto3 string, "
+                           "which a gRPC reply can only carry as UTF-8 (REST :classify returns its bytes)") from None
+
+
+def _is_utf8(value: bytes) -> bool:
+    try:
+        value.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
 
 
 # -- the input: util.cc InputToSerializedExampleTensor ------------------------------------------
