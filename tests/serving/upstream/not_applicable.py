@@ -1,0 +1,11 @@
+"""The tensorflow/serving 2.20 test cases of the ported files that are not applicable to
+`align-tf serve`, each with its reason: a case is not applicable only when it tests another
+platform (TF Lite) or an in-process C++ API that has no wire form. Printed by the suite's
+terminal summary (conftest.py)."""
+
+NOT_APPLICABLE: tuple[tuple[str, str], ...] = (
+    ("model_servers/tensorflow_model_server_test.py::testPredictOnTfLite",
+     "TF Lite platform (--prefer_tflite_model): this server loads SavedModels only"),
+    ("model_servers/tensorflow_model_server_test.py::testPredictWithSignatureDefOnTfLite",
+     "TF Lite platform (--prefer_tflite_model): this server loads SavedModels only"),
+)
