@@ -8,4 +8,10 @@ NOT_APPLICABLE: tuple[tuple[str, str], ...] = (
      "TF Lite platform (--prefer_tflite_model): this server loads SavedModels only"),
     ("model_servers/tensorflow_model_server_test.py::testPredictWithSignatureDefOnTfLite",
      "TF Lite platform (--prefer_tflite_model): this server loads SavedModels only"),
+    ("servables/tensorflow/classification_service_test.cc::ModelSpecOverride",
+     "ClassifyWithModelSpec: an in-process C++ entry point taking a ModelSpec apart from the "
+     "request; a Classify RPC carries only the request's"),
+    ("servables/tensorflow/regression_service_test.cc::ModelSpecOverride",
+     "RegressWithModelSpec: an in-process C++ entry point taking a ModelSpec apart from the "
+     "request; a Regress RPC carries only the request's"),
 )
