@@ -85,12 +85,16 @@ def example_from_json(value, example) -> None:
             _add_value(item, name, feature)
 
 
-def input_from_json(doc: dict):
-    """FillClassifyRegressRequestFromJson: the request's `tensorflow.serving.Input` (with
-    `example_list_with_context` when the body has a "context", else `example_list`). The
-    signature name is the caller's to read."""
+def request_from_json(doc: dict):
+    """FillClassifyRegressRequestFromJson: (signature name, `tensorflow.serving.Input`) of a
+    `:classify` / `:regress` body; the Input has `example_list_with_context` when the body has a
+    "context", else `example_list`."""
     from tensorflow_serving.apis import input_pb2
 
+    signature_name = doc.get("signature_name", "")  # FillSignature
+    if not isinstance(signature_name, str):
+        raise _invalid(f"JSON Value: {_show(doc)} not formatted correctly. 'signature_name' key must "
+                       "be a string value.")
     request_input = input_pb2.Input()
     has_context = CONTEXT_KEY in doc
     if has_context:
@@ -107,7 +111,7 @@ def input_from_json(doc: dict):
         else request_input.example_list.examples
     for value in examples:
         example_from_json(value, target.add())
-    return request_input
+    return signature_name, request_input
 
 
 # -- replies ----------------------------------------------------------------------------------

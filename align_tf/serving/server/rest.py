@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 from align_tf.errors import ServingError
-from align_tf.serving.example_json import classification_json, input_from_json, regression_json
+from align_tf.serving.example_json import classification_json, regression_json, request_from_json
 from align_tf.serving.json_tensor import outputs_to_json, parse_json_body, parse_predict_body
 from align_tf.serving.server import replies
 from align_tf.serving.server.manager import ModelManager
@@ -219,7 +219,7 @@ class RestHandler(BaseHTTPRequestHandler):
         """ProcessClassifyRequest / ProcessRegressRequest: the examples JSON as an `Input`, run as
         the gRPC API runs it, answered as MakeJsonFromClassificationResult /
         MakeJsonFromRegressionResult write it."""
-        request_input = input_from_json(request)
+        signature_name, request_input = request_from_json(request)
         manager = self.server.manager
         if kind == "classify":
             _, result = manager.classify(name, version, label, signature_name, request_input)
