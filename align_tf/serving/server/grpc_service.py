@@ -77,11 +77,11 @@ def make_prediction_servicer(manager: ModelManager, tensor_content: bool = False
                 version, label = requested_version(spec)
                 served_version, result = manager.classify(spec.name, version, label, spec.signature_name,
                                                           request.input)
+                response = classification_pb2.ClassificationResponse(model_spec=replies.model_spec(
+                    spec.name, served_version, spec.signature_name or DEFAULT_SIGNATURE))
+                result.to_proto(response.result)
             except ServingError as e:
                 return _abort(context, e)
-            response = classification_pb2.ClassificationResponse(model_spec=replies.model_spec(
-                spec.name, served_version, spec.signature_name or DEFAULT_SIGNATURE))
-            result.to_proto(response.result)
             return response
 
         def Regress(self, request, context):
