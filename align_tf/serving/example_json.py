@@ -79,7 +79,11 @@ def example_from_json(value, example) -> None:
         raise _invalid(f"Example must be JSON object but got JSON {_json_type(value)}")
     features = example.features.feature
     for name, content in value.items():
-        feature = features[name]
+        try:
+            feature = features[name]
+        except (UnicodeEncodeError, ValueError):  # bytes that are not UTF-8 in the JSON key
+            raise _invalid(f"Feature name {_show(name)} is not UTF-8 text; a tf.Example feature "
+                           "name is a proto3 string") from None
         feature.Clear()  # a repeated key: the last one wins, as the C++ map assignment does
         for item in (content if isinstance(content, list) else [content]):
             _add_value(item, name, feature)

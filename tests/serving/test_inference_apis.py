@@ -521,3 +521,103 @@ def test_result_json_errors():
     assert json.loads(example_json.classification_json(np.array([[b"car", b"bike"]], object),
                                                        np.array([[0.2, 0.7]], np.float32))) == \
         {"results": [[["car", 0.2], ["bike", 0.7]]]}
+
+
+# -- a seeded fuzz: every request gets a status, the server carries on --------------------------
+def _mutate(rng, data: bytes) -> bytes:
+    data = bytearray(data)
+    for _ in range(rng.randint(1, 4)):
+        at = rng.randrange(len(data)) if data else 0
+        op = rng.randrange(3)
+        if op == 0 and data:
+            data[at] = rng.getrandbits(8)
+        elif op == 1:
+            del data[at:at + rng.randint(1, 8)]
+        else:
+            data[at:at] = rng.choice([b"[", b"{", b'"', b"1e999", b"\xff", b"\\ud800", b",", b"null"]) * rng.randint(1, 20)
+    return bytes(data)
+
+
+def _random_features(rng, features) -> None:
+    if rng.random() < 0.6:
+        features["x"].float_list.value.append(2.0)
+        return
+    for _ in range(rng.randint(0, 3)):
+        feature = features[rng.choice(["x", "x2", "y", "", "image/encoded"])]
+        kind = rng.randrange(4)
+        for _ in range(rng.randint(0, 3)):
+            if kind == 0:
+                feature.float_list.value.append(rng.choice([2.0, -1e38, math.nan, math.inf, 0.0]))
+            elif kind == 1:
+                feature.int64_list.value.append(rng.choice([0, 1, -2 ** 63, 2 ** 63 - 1]))
+            elif kind == 2:
+                feature.bytes_list.value.append(rng.randbytes(rng.randint(0, 20)))
+
+
+def _random_input(rng, request_input) -> None:
+    kind = rng.randrange(4)
+    if kind == 3:
+        return  # no examples at all
+    target = request_input.example_list.examples if kind < 2 else request_input.example_list_with_context.examples
+    if kind == 2:
+        _random_features(rng, request_input.example_list_with_context.context.features.feature)
+    for _ in range(rng.randint(0, 5)):
+        _random_features(rng, target.add().features.feature)
+
+
+SIGNATURES = ["classify_x_to_y", "regress_x_to_y", "classify_x2_to_y3", "", "nope", "utf8_labels", "bytes_labels",
+              "widths", "regress_nonfinite", "two_inputs", "__saved_model_init_op", "serving_default"]
+
+
+def test_fuzzed_classify_regress_and_multi_inference_requests(server):
+    """300 random gRPC requests (Classify, Regress, MultiInference: random models, signatures,
+    methods, features, contexts, empty inputs) and 300 mutated REST bodies (:classify,
+    :regress): each answered with a gRPC status other than UNKNOWN (an uncaught error) or an
+    HTTP status other than 500 with a JSON error; a good request still answers afterwards."""
+    import random
+
+    from tensorflow_serving.apis import classification_pb2, inference_pb2, regression_pb2
+
+    rng = random.Random(19)
+    codes = {}
+    for _ in range(300):
+        method = rng.choice(["Classify", "Regress", "MultiInference"])
+        if method == "MultiInference":
+            request = inference_pb2.MultiInferenceRequest()
+            for _ in range(rng.randint(0, 3)):
+                task = request.tasks.add(method_name=rng.choice(["tensorflow/serving/classify", "tensorflow/serving/regress",
+                                                                 PREDICT_NAME, ""]))
+                task.model_spec.name = rng.choice(["tf1", "tf2", "odd", "tf2", ""])
+                task.model_spec.signature_name = rng.choice(SIGNATURES)
+        else:
+            request = (classification_pb2.ClassificationRequest if method == "Classify"
+                       else regression_pb2.RegressionRequest)()
+            if rng.random() < 0.5:  # one that can work
+                request.model_spec.name = rng.choice(["tf1", "tf2"])
+                request.model_spec.signature_name = f"{method.lower()}_x_to_y"
+            elif rng.random() < 0.95:
+                request.model_spec.name = rng.choice(["tf1", "tf2", "odd", "nope", ""])
+                request.model_spec.signature_name = rng.choice(SIGNATURES)
+                if rng.random() < 0.2:
+                    request.model_spec.version.value = rng.choice([0, 1, 7, 2 ** 63 - 1])
+        _random_input(rng, request.input)
+        code, details, _ = server.rpc(method, request)
+        assert code not in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.DEADLINE_EXCEEDED,
+                            grpc.StatusCode.UNAVAILABLE), (method, details, request)
+        codes[code.name] = codes.get(code.name, 0) + 1
+    bodies = [{"signature_name": "classify_x_to_y", "examples": [{"x": 2.0}, {"x": [1.0]}]},
+              {"signature_name": "regress_x_to_y", "context": {"x": 1}, "examples": [{}, {"x2": [1.5]}]},
+              {"signature_name": "utf8_labels", "examples": [{"a": {"b64": "YQ=="}, "b": [True, 3]}]}]
+    statuses = {}
+    for _ in range(300):
+        body = json.dumps(rng.choice(bodies)).encode()
+        body = _mutate(rng, body) if rng.random() < 0.7 else body
+        status, reply = server.post(rng.choice(["/v1/models/tf2:classify", "/v1/models/tf1:regress",
+                                                "/v1/models/odd:classify", "/v1/models/tf2:regress"]), body)
+        assert status in (200, 400, 404), (body, reply[:300])
+        assert isinstance(json.loads(reply.decode("utf-8", "replace").replace("NaN", "0")), dict), reply[:200]
+        statuses[status] = statuses.get(status, 0) + 1
+    assert codes.get("OK", 0) > 20 and codes.get("INVALID_ARGUMENT", 0) > 20, codes
+    assert statuses.get(200, 0) > 10 and statuses.get(400, 0) > 10, statuses
+    code, details, reply = server.rpc("Regress", regress_request("tf2", "regress_x_to_y", examples_input({"x": 2.0})))
+    assert code == grpc.StatusCode.OK and reply.result.regressions[0].value == 3.0, details

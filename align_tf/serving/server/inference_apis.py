@@ -143,10 +143,19 @@ def check_signature(kind: str, signature, method_check: bool) -> tuple[str, list
     return INPUTS, [OUTPUTS]
 
 
+def _signature_def(served: LoadedVersion, name: str):
+    """The SignatureDef under `name`, or None (also for a name that is not UTF-8, which a REST
+    body can hold and a proto map key cannot)."""
+    try:
+        return served.signature_defs.get(name)
+    except (UnicodeEncodeError, ValueError):
+        return None
+
+
 def find_signature(kind: str, served: LoadedVersion, signature_name: str, method_check: bool):
     """GetClassificationSignatureDef / GetRegressionSignatureDef."""
     name = signature_name or DEFAULT_SIGNATURE
-    signature = served.signature_defs.get(name)
+    signature = _signature_def(served, name)
     if signature is None:
         raise invalid(f"No signature was found with the name: {name}")
     if method_check:
@@ -289,7 +298,7 @@ def multi_inference(served: LoadedVersion, request, method_check: bool = False,
         if name in seen:
             raise invalid(f"Duplicate evaluation of signature: {name}")
         seen.add(name)
-        signature = served.signature_defs.get(name)
+        signature = _signature_def(served, name)
         if signature is None:
             raise invalid(f"Requested signature not found in model graph: {name}")
         kind = {CLASSIFY_METHOD: "classify", REGRESS_METHOD: "regress"}.get(task.method_name)
