@@ -621,3 +621,43 @@ def test_fuzzed_classify_regress_and_multi_inference_requests(server):
     assert statuses.get(200, 0) > 10 and statuses.get(400, 0) > 10, statuses
     code, details, reply = server.rpc("Regress", regress_request("tf2", "regress_x_to_y", examples_input({"x": 2.0})))
     assert code == grpc.StatusCode.OK and reply.result.regressions[0].value == 3.0, details
+
+
+def test_warmup_records_of_classify_regress_and_multi_inference_are_replayed(tmp_path):
+    """saved_model_warmup.cc RunWarmupRequest: classify, regress and multi-inference records run
+    at load time like predict ones, and one that fails fails the load."""
+    import shutil
+
+    from tensorflow_serving.apis import inference_pb2, prediction_log_pb2
+
+    from align_tf.protocol import WARMUP_FILE
+    from align_tf.serving.server.versions import LoadedVersion
+
+    save_half_plus_two_tf2(str(tmp_path / "good" / "1"))
+    multi = inference_pb2.MultiInferenceRequest(input=examples_input({"x": 1.0}))
+    task = multi.tasks.add(method_name="tensorflow/serving/regress")
+    task.model_spec.name, task.model_spec.signature_name = "m", "regress_x_to_y"
+    records = [prediction_log_pb2.PredictionLog(classify_log=prediction_log_pb2.ClassifyLog(
+                   request=classify_request("m", "classify_x_to_y", examples_input({"x": 1.0})))),
+               prediction_log_pb2.PredictionLog(regress_log=prediction_log_pb2.RegressLog(
+                   request=regress_request("m", "regress_x_to_y", examples_input({"x": 1.0})))),
+               prediction_log_pb2.PredictionLog(multi_inference_log=prediction_log_pb2.MultiInferenceLog(
+                   request=multi))]
+
+    def write(folder, entries):
+        path = folder / WARMUP_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tf.io.TFRecordWriter(str(path)) as writer:
+            for entry in entries:
+                writer.write(entry.SerializeToString())
+
+    write(tmp_path / "good" / "1", records)
+    assert LoadedVersion("m", 1, str(tmp_path / "good" / "1")).warmup_requests == 3
+
+    shutil.copytree(tmp_path / "good" / "1", tmp_path / "bad" / "1")
+    write(tmp_path / "bad" / "1", records + [prediction_log_pb2.PredictionLog(classify_log=prediction_log_pb2.ClassifyLog(
+        request=classify_request("m", "classify_x_to_y", examples_input())))])
+    manager = ModelManager([ModelConfig(name="m", base_path=str(tmp_path / "bad"))], poll_seconds=0)
+    manager.poll()
+    (version, state), = manager.model("m").status()
+    assert (version, state.state) == (1, "END") and "Input is empty." in state.error_message

@@ -321,3 +321,18 @@ def multi_inference(served: LoadedVersion, request, method_check: bool = False,
         result.model_spec.signature_name = name
         result.model_spec.version.value = served.version
     return response
+
+
+def replay_warmup_record(served: LoadedVersion, entry) -> int:
+    """One classify / regress / multi-inference record of a warm-up file, run as
+    saved_model_warmup.cc RunWarmupRequest runs it (an error fails the load); returns 1."""
+    kind = entry.WhichOneof("log_type")
+    if kind == "classify_log":
+        request = entry.classify_log.request
+        classify(served, request.model_spec.signature_name, request.input)
+    elif kind == "regress_log":
+        request = entry.regress_log.request
+        regress(served, request.model_spec.signature_name, request.input)
+    else:
+        multi_inference(served, entry.multi_inference_log.request)
+    return 1

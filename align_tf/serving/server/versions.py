@@ -48,8 +48,8 @@ class LoadedVersion:
         self.warmup_requests = self.replay_warmup() if warmup else 0
 
     def replay_warmup(self) -> int:
-        """Run `assets.extra/tf_serving_warmup_requests` (Predict records) as TF Serving does at
-        load time; a failing record fails the load."""
+        """Run `assets.extra/tf_serving_warmup_requests` (Predict, Classify, Regress and
+        MultiInference records) as TF Serving does at load time; a failing record fails the load."""
         import tensorflow as tf
         from tensorflow_serving.apis import prediction_log_pb2
 
@@ -61,8 +61,13 @@ class LoadedVersion:
         count = 0
         for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
             entry = prediction_log_pb2.PredictionLog.FromString(record)
+            if entry.WhichOneof("log_type") in ("classify_log", "regress_log", "multi_inference_log"):
+                from align_tf.serving.server import inference_apis  # it imports this module
+
+                count += inference_apis.replay_warmup_record(self, entry)
+                continue
             if entry.WhichOneof("log_type") != "predict_log":
-                continue  # classify / regress records: this server has no such API
+                continue
             request = entry.predict_log.request
             self.run(request.model_spec.signature_name or "serving_default", dict(request.inputs))
             count += 1
