@@ -46,59 +46,27 @@ def register(subparsers) -> None:
             "CI; production runs real TF Serving (see serving/README.md)."
         ),
     )
-    # Flag names are tensorflow_model_server's.
-    serve.add_argument("--port", type=int, default=8500, help="gRPC port (default: %(default)s)")
-    serve.add_argument("--rest_api_port", type=int, default=0,
-                       help="REST port; 0 turns REST off (default: %(default)s)")
-    serve.add_argument("--model_name", default="default", help="name of the model (default: %(default)s)")
-    serve.add_argument("--model_base_path", default="", help="folder holding numeric version folders")
-    serve.add_argument("--model_config_file", default="",
-                       help="text-format ModelServerConfig (model_config_list); overrides the two above")
-    serve.add_argument("--model_config_file_poll_wait_seconds", type=float, default=0,
-                       help="re-read --model_config_file this often; 0: never (default)")
-    serve.add_argument("--file_system_poll_wait_seconds", type=float, default=1,
-                       help="poll base paths for new versions this often; 0: once at start "
-                            "(default: %(default)s)")
-    serve.add_argument("--saved_model_tags", default="serve", help="meta graph tags (default: %(default)s)")
-    serve.add_argument("--grpc_channel_arguments", default="",
-                       help="comma-separated key=value gRPC arguments, e.g. "
-                            "grpc.max_receive_message_length=8388608 (also bounds REST bodies; "
-                            "default limit 64 MiB)")
-    serve.add_argument("--grpc_max_threads", type=int, default=16,
-                       help="gRPC worker threads (default: %(default)s)")
-    serve.add_argument("--rest_api_num_threads", type=int, default=16,
-                       help="REST requests served at once (default: %(default)s)")
-    serve.add_argument("--enable_batching", type=_flag_bool, nargs="?", const=True, default=False,
-                       help="read --batching_parameters_file (its max_batch_size bounds requests; "
-                            "this server does not merge requests)")
-    serve.add_argument("--batching_parameters_file", default="")
-    serve.add_argument("--enable_model_warmup", type=_flag_bool, nargs="?", const=True, default=True,
-                       help="replay assets.extra/tf_serving_warmup_requests when loading a version "
-                            "(default: true)")
-    serve.add_argument("--monitoring_config_file", default="",
-                       help="MonitoringConfig text proto; prometheus_config serves request counts")
-    serve.add_argument("--tensorflow_intra_op_parallelism", type=int, default=0)
-    serve.add_argument("--tensorflow_inter_op_parallelism", type=int, default=0)
-    serve.add_argument("--enable_serialization_as_tensor_content", type=_flag_bool, nargs="?", const=True,
-                       default=False,
-                       help="gRPC outputs in tensor_content instead of the typed fields (float_val, ...) "
-                            "(default: false, as TF Serving)")
-    serve.add_argument("--rest_api_timeout_in_ms", type=int, default=30000,
-                       help="REST: a client silent this long is answered 408 and disconnected "
-                            "(default: %(default)s)")
-    serve.add_argument("--enable_signature_method_name_check", type=_flag_bool, nargs="?", const=True,
-                       default=False,
-                       help="check SignatureDef method names (classify / regress / predict) as TF 1 "
-                            "exports set them; off, native TF2 models classify and regress "
-                            "(default: false, as TF Serving)")
-    # Not tensorflow_model_server flags: this server's own.
-    serve.add_argument("--bind_address", default="127.0.0.1",
-                       help="[local server only] address to listen on; 0.0.0.0 for all "
-                            "interfaces (default: %(default)s)")
-    serve.add_argument("--max_batch_size", type=int, default=256,
-                       help="[local server only] largest batch (rows) a request may carry "
-                            "(default: %(default)s)")
+    add_server_flags(serve)
     serve.set_defaults(func=run_serve)
+
+
+def add_server_flags(parser) -> None:
+    """Every flag of tensorflow_model_server (ServerOptions: name, type, default, help), written
+    as TF Serving takes them: `--name=value`, booleans also as a bare `--name`."""
+    from dataclasses import MISSING, fields
+
+    from align_tf.serving.server import ServerOptions
+
+    for f in fields(ServerOptions):
+        default = f.default if f.default is not MISSING else None
+        note = f.metadata.get("help") or f"accepted; no effect here: {f.metadata.get('no_effect')}"
+        if isinstance(default, bool):
+            parser.add_argument(f"--{f.name}", type=_flag_bool, nargs="?", const=True, default=default,
+                                help=f"{note} (default: {str(default).lower()})")
+        else:
+            kind = {"int": int, "float": float}.get(str(f.type), str)
+            parser.add_argument(f"--{f.name}", type=kind, default=default,
+                                help=f"{note} (default: %(default)s)")
 
 
 def _flag_bool(text: str) -> bool:

@@ -24,6 +24,7 @@ from align_tf.errors import ServingError
 from align_tf.serving import example_json
 from align_tf.serving.limits import RequestLimits
 from align_tf.serving.server import ModelConfig, ModelManager, start_grpc_server, start_rest_server
+from align_tf.serving.server.versions import LoadOptions
 
 FEATURES = {"x": tf.io.FixedLenFeature([1], tf.float32),
             "x2": tf.io.FixedLenFeature([1], tf.float32, default_value=[0.0])}
@@ -163,7 +164,8 @@ def server(model_root):
 @pytest.fixture(scope="module")
 def checked_server(model_root):
     """--enable_signature_method_name_check=true."""
-    manager = ModelManager(configs(model_root), poll_seconds=0, method_name_check=True)
+    manager = ModelManager(configs(model_root), poll_seconds=0,
+                           load_options=LoadOptions(method_name_check=True))
     manager.poll()
     server = Server(manager)
     yield server

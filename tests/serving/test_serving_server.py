@@ -91,17 +91,21 @@ def test_request_checks_name_the_problem(model_root):
     manager = ModelManager([ModelConfig("m", str(model_root / "scaler"), policy="specific", versions=(1,))],
                            max_batch_size=4)
     manager.poll()
+    # TF Serving's words (predict_util.cc, saved_model::GetInputValues, the Session's own dtype
+    # check); the declared shape is not checked: the graph decides (x * scale takes [2, 2]).
     cases = {
-        "input size does not match signature": {"z": np.array([1.0], np.float32)},
-        "x: expects float32 but string is provided": {"x": np.array([b"1"], object)},
-        "x: expects float32 but int32 is provided": {"x": np.array([1], np.int32)},
-        "not compatible": {"x": np.ones((2, 2), np.float32)},
+        "input size does not match signature": {"x": np.array([1.0], np.float32), "z": np.array([1.0], np.float32)},
+        r"Signature input alias: x\(feed name: serving_default_x:0\) not found in request": {"z": np.array([1.0], np.float32)},
+        r"Expects arg\[0\] to be float but string is provided": {"x": np.array([b"1"], object)},
+        r"Expects arg\[0\] to be float but int32 is provided": {"x": np.array([1], np.int32)},
         "larger than maximum input batch size 4": {"x": np.ones(5, np.float32)},
     }
     for message, inputs in cases.items():
         with pytest.raises(ServingError, match=message) as info:
             manager.predict("m", None, None, "serving_default", inputs)
         assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    _, _, out = manager.predict("m", None, None, "", {"x": np.ones((2, 2), np.float32)})
+    assert out["y"].tolist() == [[1.0, 1.0], [1.0, 1.0]]
     with pytest.raises(ServingError, match="output tensor alias not found"):
         manager.predict("m", None, None, "", {"x": np.ones(1, np.float32)}, output_filter=("z",))
     _, _, out = manager.predict("m", None, None, "", {"x": np.ones(1, np.float32)}, output_filter=("y",))
@@ -178,7 +182,7 @@ def test_server_options_name_what_is_wrong(tmp_path):
         ServerOptions(enable_batching=True, batching_parameters_file=str(tmp_path / "nope")).limits()
     bad = tmp_path / "models.config"
     bad.write_text("model_config_list { config { name: 1 2 3")
-    with pytest.raises(ServerConfigError, match="not a text-format ModelServerConfig"):
+    with pytest.raises(ServerConfigError, match="Error parsing text-format tensorflow.serving.ModelServerConfig"):
         ServerOptions(model_config_file=str(bad)).model_configs()
     options = ServerOptions(grpc_channel_arguments="grpc.max_receive_message_length=4096,x=y",
                             max_batch_size=8)

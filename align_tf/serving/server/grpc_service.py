@@ -130,9 +130,11 @@ def make_model_servicer(manager: ModelManager):
     return ModelServicer()
 
 
-def start_grpc_server(manager: ModelManager, address: str, max_message_bytes: int,
+def start_grpc_server(manager: ModelManager, address: str | list[str], max_message_bytes: int,
                       max_threads: int, channel_arguments: list[tuple[str, int | str]] = (),
-                      tensor_content: bool = False):
+                      tensor_content: bool = False, credentials=None):
+    """The gRPC server on one address or several ("host:port", "unix:PATH"), insecure or with
+    `credentials` (grpc.ssl_server_credentials)."""
     from grpc_health.v1 import health, health_pb2_grpc
     from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
@@ -146,8 +148,11 @@ def start_grpc_server(manager: ModelManager, address: str, max_message_bytes: in
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(make_model_servicer(manager), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    if server.add_insecure_port(address) == 0:
-        raise EngineError(f"cannot bind gRPC to {address}")
+    for where in [address] if isinstance(address, str) else address:
+        bound = server.add_secure_port(where, credentials) if credentials is not None \
+            else server.add_insecure_port(where)
+        if bound == 0:
+            raise EngineError(f"cannot bind gRPC to {where}")
     server.start()
     set_health(health_servicer, manager)
     return server, health_servicer

@@ -3,9 +3,11 @@
 
 The request's `Input` becomes one string tensor of serialized examples (`example_list`, or
 `example_list_with_context` with the context's bytes before each example's, which parsing
-merges with the example's features winning), fed to the signature's single input `inputs`. A
-classify signature answers `classes` (string [N, C]) and / or `scores` (float [N, C]); a regress
-signature `outputs` (float [N] or [N, 1]). The signature's method name is checked only with
+merges with the example's features winning), fed by one Session::Run of the version's session
+bundle to the tensor of the signature's single input `inputs`, fetching the output tensors: a
+classify signature's `classes` (string [N, C]) and / or `scores` (float [N, C]), a regress
+signature's `outputs` (float [N] or [N, 1]); MultiInference feeds every task's input tensor and
+fetches all their outputs in one run. The signature's method name is checked only with
 `--enable_signature_method_name_check` (off by default, as in TF Serving, so native TF2 models,
 whose signatures all say "predict", classify and regress); without it the signature's inputs and
 outputs are checked instead. Every message is TF Serving's.
@@ -24,7 +26,7 @@ import numpy as np
 
 from align_tf.errors import ServingError
 from align_tf.serving.limits import STRING_OVERHEAD_BYTES, RequestLimits
-from align_tf.serving.server.versions import LoadedVersion, invalid, op_error_message
+from align_tf.serving.server.versions import LoadedVersion, invalid, run_error
 
 DEFAULT_SIGNATURE = "serving_default"
 CLASSIFY_METHOD = "tensorflow/serving/classify"
@@ -35,7 +37,6 @@ CLASSES, SCORES = "classes", "scores"  # kClassifyOutputClasses, kClassifyOutput
 OUTPUTS = "outputs"                 # kRegressOutputs
 _WORD = {"classify": "classification", "regress": "regression"}
 _METHOD = {"classify": CLASSIFY_METHOD, "regress": REGRESS_METHOD}
-_CODE_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
 
 
 @dataclass
@@ -118,7 +119,7 @@ def _debug_string(signature) -> str:
 
 
 def check_signature(kind: str, signature, method_check: bool) -> tuple[str, list[str]]:
-    """PreProcessClassification / PreProcessRegression: (input alias, output aliases)."""
+    """PreProcessClassification / PreProcessRegression: (input tensor name, output tensor names)."""
     if method_check and signature.method_name != _METHOD[kind]:
         raise invalid(f"Expected {_WORD[kind]} signature method_name to be {_METHOD[kind]}. "
                       f"Was: {signature.method_name}")
@@ -129,18 +130,18 @@ def check_signature(kind: str, signature, method_check: bool) -> tuple[str, list
             raise invalid(f"Expected one or two output Tensors, found {len(signature.outputs)}")
         if INPUTS not in signature.inputs:
             raise invalid(f"No classification inputs found in SignatureDef: {_debug_string(signature)}")
-        outputs = [alias for alias in (CLASSES, SCORES) if alias in signature.outputs]
+        outputs = [signature.outputs[alias].name for alias in (CLASSES, SCORES) if alias in signature.outputs]
         if not outputs:
             raise invalid(f'Expected classification signature outputs to contain at least one of '
                           f'"{CLASSES}" or "{SCORES}". Signature was: {_debug_string(signature)}')
-        return INPUTS, outputs
+        return signature.inputs[INPUTS].name, outputs
     if len(signature.outputs) != 1:
         raise invalid("Expected one output Tensor.")
     if INPUTS not in signature.inputs:
         raise invalid(f"No regression inputs found in SignatureDef: {_debug_string(signature)}")
     if OUTPUTS not in signature.outputs:
         raise invalid(f"No regression outputs found in SignatureDef: {_debug_string(signature)}")
-    return INPUTS, [OUTPUTS]
+    return signature.inputs[INPUTS].name, [signature.outputs[OUTPUTS].name]
 
 
 def _signature_def(served: LoadedVersion, name: str):
@@ -152,29 +153,19 @@ def _signature_def(served: LoadedVersion, name: str):
         return None
 
 
-def find_signature(kind: str, served: LoadedVersion, signature_name: str, method_check: bool):
+def find_signature(kind: str, served: LoadedVersion, signature_name: str):
     """GetClassificationSignatureDef / GetRegressionSignatureDef."""
     name = signature_name or DEFAULT_SIGNATURE
     signature = _signature_def(served, name)
     if signature is None:
         raise invalid(f"No signature was found with the name: {name}")
-    if method_check:
+    if served.method_name_check:
         if signature.method_name != _METHOD[kind]:
             raise invalid(f"Expected {_WORD[kind]} signature method_name to be {_METHOD[kind]}. "
                           f"Was: {signature.method_name}")
     else:
-        check_signature(kind, signature, method_check)
+        check_signature(kind, signature, False)
     return signature
-
-
-def check_predict_method(served: LoadedVersion, signature_name: str) -> None:
-    """predict_util.cc VerifySignature, with the method-name check on: Predict runs predict,
-    classify and regress signatures, and answers INTERNAL for any other method name."""
-    signature = served.signature(signature_name)
-    if signature.method_name not in (PREDICT_METHOD, CLASSIFY_METHOD, REGRESS_METHOD):
-        raise ServingError(grpc.StatusCode.INTERNAL,
-                           f"Expected prediction signature method_name to be one of {{{PREDICT_METHOD}, "
-                           f"{CLASSIFY_METHOD}, {REGRESS_METHOD}}}. Was: {signature.method_name}")
 
 
 def _dtype_name(array: np.ndarray) -> str:
@@ -191,28 +182,14 @@ def _shape(array: np.ndarray) -> str:
     return "[" + ",".join(str(d) for d in array.shape) + "]"  # TensorShape::DebugString
 
 
-def run_signature(served: LoadedVersion, signature_name: str, input_alias: str,
-                  examples: np.ndarray) -> dict[str, np.ndarray]:
-    """Feed the examples to the signature's input and return every output as numpy (the
-    Session::Run of PerformOneShotTensorComputation)."""
-    import tensorflow as tf
-
-    function = served.functions.get(signature_name)
-    if function is None:
-        raise ServingError(grpc.StatusCode.FAILED_PRECONDITION,
-                           f'Serving signature key "{signature_name}" not found.')
-    spec = function.structured_input_signature[1].get(input_alias)
-    if spec is not None and spec.dtype != tf.string:  # what the runtime says of a mistyped feed
-        raise invalid(f"Expects arg[0] to be {_dtype_name(np.empty(0, spec.dtype.as_numpy_dtype))[3:].lower()} "
-                      "but string is provided")
+def run_examples(served: LoadedVersion, input_names, output_names: list[str],
+                 examples: np.ndarray) -> list[np.ndarray]:
+    """PerformOneShotTensorComputation: one Session::Run feeding the examples to every input
+    tensor name and fetching the output tensor names; errors are the runtime's."""
     try:
-        outputs = function(**{input_alias: tf.constant(examples, dtype=tf.string)})
-    except tf.errors.OpError as e:
-        raise ServingError(_CODE_BY_NUMBER.get(e.error_code, grpc.StatusCode.UNKNOWN),
-                           op_error_message(e)) from None
-    except (TypeError, ValueError) as e:  # the examples do not fit the input's declared shape
-        raise invalid(f"{input_alias}: {str(e).splitlines()[0]}") from None
-    return {alias: value.numpy() for alias, value in outputs.items()}
+        return served.bundle.run([(name, examples) for name in sorted(input_names)], list(output_names))
+    except Exception as e:  # tf.errors.OpError, or a feed the C API cannot convert
+        raise run_error(e) from None
 
 
 def regressions_to_proto(values: np.ndarray, result) -> None:
@@ -222,10 +199,18 @@ def regressions_to_proto(values: np.ndarray, result) -> None:
     result.regressions.extend(regression_pb2.Regression(value=v) for v in values.tolist())
 
 
-def classification_result(signature, count: int, outputs: dict) -> Classification:
+def classification_result(signature, count: int, output_names: list[str], outputs: list) -> Classification:
     """PostProcessClassificationResult's checks, in its order."""
-    classes = outputs.get(CLASSES) if CLASSES in signature.outputs else None
-    scores = outputs.get(SCORES) if SCORES in signature.outputs else None
+    if len(outputs) != len(output_names):
+        raise invalid(f"Expected {len(output_names)} output tensor(s).  Got: {len(outputs)}")
+    classes_name = signature.outputs[CLASSES].name if CLASSES in signature.outputs else ""
+    scores_name = signature.outputs[SCORES].name if SCORES in signature.outputs else ""
+    classes = scores = None
+    for name, array in zip(output_names, outputs):
+        if name == classes_name:
+            classes = array
+        elif name == scores_name:
+            scores = array
     for array, alias, dtype in ((classes, CLASSES, "DT_STRING"), (scores, SCORES, "DT_FLOAT")):
         if array is None:
             continue
@@ -244,9 +229,17 @@ def classification_result(signature, count: int, outputs: dict) -> Classificatio
     return Classification(classes, scores)
 
 
-def regression_result(count: int, outputs: dict) -> np.ndarray:
+def regression_result(signature, count: int, output_names: list[str], outputs: list) -> np.ndarray:
     """PostProcessRegressionResult's checks, in its order: float32 [N]."""
-    array = outputs[OUTPUTS]
+    if len(outputs) != len(output_names):
+        raise invalid("Expected output_tensors and output_tensor_names to have the same size.")
+    if OUTPUTS not in signature.outputs:
+        raise ServingError(grpc.StatusCode.FAILED_PRECONDITION,
+                           f"No regression outputs found in SignatureDef: {_debug_string(signature)}")
+    name = signature.outputs[OUTPUTS].name
+    array = next((a for n, a in zip(output_names, outputs) if n == name), None)
+    if array is None:
+        raise invalid(f"Could not find output tensor '{name}'")
     if not (array.ndim == 1 or (array.ndim == 2 and array.shape[1] == 1)):
         raise invalid("Expected output Tensor shape to be either [batch_size] or [batch_size, 1] "
                       f"but got {_shape(array)}")
@@ -254,39 +247,39 @@ def regression_result(count: int, outputs: dict) -> np.ndarray:
         raise invalid(f"Input batch size did not match output batch size: {count} vs. {array.shape[0]}")
     if _dtype_name(array) != "DT_FLOAT":
         raise invalid(f"Expected output Tensor of DT_FLOAT.  Got: {_dtype_name(array)}")
+    if array.size != count:
+        raise invalid(f"Expected output batch size to be {count}.  Got: {array.size}")
     return array.reshape(-1)
 
 
-def classify(served: LoadedVersion, signature_name: str, request_input, method_check: bool = False,
+def classify(served: LoadedVersion, signature_name: str, request_input,
              limits: RequestLimits = RequestLimits()) -> Classification:
     """RunClassify on one loaded version."""
-    name = signature_name or DEFAULT_SIGNATURE
-    signature = find_signature("classify", served, name, method_check)
-    input_alias, _ = check_signature("classify", signature, method_check)
+    signature = find_signature("classify", served, signature_name)
+    input_name, output_names = check_signature("classify", signature, served.method_name_check)
     examples = serialized_examples(request_input, limits)
-    outputs = run_signature(served, name, input_alias, examples)
-    return classification_result(signature, len(examples), outputs)
+    outputs = run_examples(served, [input_name], output_names, examples)
+    return classification_result(signature, len(examples), output_names, outputs)
 
 
-def regress(served: LoadedVersion, signature_name: str, request_input, method_check: bool = False,
+def regress(served: LoadedVersion, signature_name: str, request_input,
             limits: RequestLimits = RequestLimits()) -> np.ndarray:
     """RunRegress on one loaded version."""
-    name = signature_name or DEFAULT_SIGNATURE
-    signature = find_signature("regress", served, name, method_check)
-    input_alias, _ = check_signature("regress", signature, method_check)
+    signature = find_signature("regress", served, signature_name)
+    input_name, output_names = check_signature("regress", signature, served.method_name_check)
     examples = serialized_examples(request_input, limits)
-    outputs = run_signature(served, name, input_alias, examples)
-    return regression_result(len(examples), outputs)
+    outputs = run_examples(served, [input_name], output_names, examples)
+    return regression_result(signature, len(examples), output_names, outputs)
 
 
 # -- multi_inference.cc -----------------------------------------------------------------------
-def multi_inference(served: LoadedVersion, request, method_check: bool = False,
-                    limits: RequestLimits = RequestLimits()):
-    """TensorFlowMultiInferenceRunner::Infer on one loaded version: every task checked, the
-    examples run once through each named signature, the results in task order."""
+def multi_inference(served: LoadedVersion, request, limits: RequestLimits = RequestLimits()):
+    """TensorFlowMultiInferenceRunner::Infer on one loaded version: every task checked, one run
+    feeding every task's input tensor and fetching all their outputs, the results in task order."""
     from tensorflow_serving.apis import inference_pb2
 
     model_name, seen, plan = "", set(), []
+    input_names, output_names = set(), set()
     for task in request.tasks:
         if not task.model_spec.name:
             raise invalid("Found ModelSpec with an empty model name.")
@@ -305,27 +298,31 @@ def multi_inference(served: LoadedVersion, request, method_check: bool = False,
         if kind is None:
             raise ServingError(grpc.StatusCode.UNIMPLEMENTED,
                                f"Unsupported signature method_name: {task.method_name}")
-        input_alias, _ = check_signature(kind, signature, method_check)
-        plan.append((task, kind, name, signature, input_alias))
+        input_name, outputs = check_signature(kind, signature, served.method_name_check)
+        input_names.add(input_name)
+        output_names.update(outputs)
+        plan.append((task, kind, name, signature))
 
+    fetches = sorted(output_names)  # a std::set's order
     examples = serialized_examples(request.input, limits)
+    outputs = run_examples(served, input_names, fetches, examples)
     response = inference_pb2.MultiInferenceResponse()
-    for task, kind, name, signature, input_alias in plan:
-        outputs = run_signature(served, name, input_alias, examples)
+    for task, kind, name, signature in plan:
         result = response.results.add()
         if kind == "classify":
-            classification_result(signature, len(examples), outputs).to_proto(result.classification_result)
+            classification_result(signature, len(examples), fetches, outputs).to_proto(result.classification_result)
         else:
-            regressions_to_proto(regression_result(len(examples), outputs), result.regression_result)
+            regressions_to_proto(regression_result(signature, len(examples), fetches, outputs),
+                                 result.regression_result)
         result.model_spec.name = task.model_spec.name
         result.model_spec.signature_name = name
         result.model_spec.version.value = served.version
     return response
 
 
-def replay_warmup_record(served: LoadedVersion, entry) -> int:
+def replay_warmup_record(served: LoadedVersion, entry) -> None:
     """One classify / regress / multi-inference record of a warm-up file, run as
-    saved_model_warmup.cc RunWarmupRequest runs it (an error fails the load); returns 1."""
+    saved_model_warmup.cc RunWarmupRequest runs it (an error fails the load)."""
     kind = entry.WhichOneof("log_type")
     if kind == "classify_log":
         request = entry.classify_log.request
@@ -335,4 +332,3 @@ def replay_warmup_record(served: LoadedVersion, entry) -> int:
         regress(served, request.model_spec.signature_name, request.input)
     else:
         multi_inference(served, entry.multi_inference_log.request)
-    return 1

@@ -13,7 +13,7 @@ from align_tf.serving.limits import DEFAULT_MAX_BATCH_SIZE, RequestLimits
 from align_tf.serving.server.model_config import ModelConfig, read_model_config_file
 from align_tf.serving.server import inference_apis
 from align_tf.serving.server.inference_apis import DEFAULT_SIGNATURE
-from align_tf.serving.server.versions import ServedModel, invalid
+from align_tf.serving.server.versions import LoadOptions, ServedModel, invalid
 
 log = logging.getLogger("align_tf.serving")
 
@@ -25,15 +25,15 @@ class ModelManager:
                  max_batch_size: int | None = DEFAULT_MAX_BATCH_SIZE, tags=("serve",),
                  config_file: str | None = None, config_file_poll_seconds: float = 0,
                  warmup: bool = True, limits: RequestLimits | None = None,
-                 method_name_check: bool = False):
+                 load_options: LoadOptions | None = None):
         """`limits` bound every request; without it, the defaults with `max_batch_size`.
-        `method_name_check`: TF Serving's --enable_signature_method_name_check."""
-        self.warmup = warmup
-        self.method_name_check = method_name_check
+        `load_options` (how versions load) override `tags` and `warmup` when given."""
+        self.load_options = load_options or LoadOptions(tags=tuple(tags), warmup=warmup)
+        self.warmup = self.load_options.warmup
         self.limits = limits or RequestLimits(max_batch_size=max_batch_size)
-        self.models = {c.name: ServedModel(c, tuple(tags), warmup) for c in configs}
+        self.models = {c.name: ServedModel(c, options=self.load_options) for c in configs}
         self.poll_seconds = poll_seconds
-        self.tags = tuple(tags)
+        self.tags = self.load_options.tags
         self.config_file = config_file
         self.config_file_poll_seconds = config_file_poll_seconds
         self._stop = threading.Event()
@@ -82,7 +82,7 @@ class ModelManager:
             for c in configs:
                 keep = current.get(c.name)
                 updated[c.name] = keep if keep is not None and keep.config == c \
-                    else ServedModel(c, self.tags, self.warmup)
+                    else ServedModel(c, options=self.load_options)
             self.models = updated
         self.poll()
 
@@ -107,8 +107,6 @@ class ModelManager:
         status = "OK"
         try:
             served = self.model(name).get(version, label)
-            if self.method_name_check:
-                inference_apis.check_predict_method(served, signature_name)
             return served.version, signature_name, served.run(
                 signature_name, inputs, output_filter, self.limits)
         except ServingError as e:
@@ -136,8 +134,7 @@ class ModelManager:
         """Classify (classification_service.cc): (served version, result columns)."""
         def run():
             served = self.model(name).get(version, label)
-            return served.version, inference_apis.classify(
-                served, signature_name, request_input, self.method_name_check, self.limits)
+            return served.version, inference_apis.classify(served, signature_name, request_input, self.limits)
         return self._counted(name, signature_name, run)
 
     def regress(self, name: str, version: int | None, label: str | None, signature_name: str,
@@ -145,8 +142,7 @@ class ModelManager:
         """Regress (regression_service.cc): (served version, float32 [N])."""
         def run():
             served = self.model(name).get(version, label)
-            return served.version, inference_apis.regress(
-                served, signature_name, request_input, self.method_name_check, self.limits)
+            return served.version, inference_apis.regress(served, signature_name, request_input, self.limits)
         return self._counted(name, signature_name, run)
 
     def multi_inference(self, request, version: int | None, label: str | None):
@@ -154,7 +150,7 @@ class ModelManager:
         names serves every task."""
         name = request.tasks[0].model_spec.name if request.tasks else ""
         served = self.model(name).get(version, label)
-        return inference_apis.multi_inference(served, request, self.method_name_check, self.limits)
+        return inference_apis.multi_inference(served, request, self.limits)
 
     def prometheus_text(self) -> str:
         lines = ["# TYPE :tensorflow:serving:request_count counter"]

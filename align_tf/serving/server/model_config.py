@@ -23,7 +23,7 @@ class ModelConfig:
     version_labels: dict[str, int] = field(default_factory=dict)
 
 
-def _read(path: str, what: str) -> str:
+def read_text(path: str, what: str) -> str:
     try:
         with open(path, encoding="utf-8") as f:
             return f.read()
@@ -36,12 +36,15 @@ def read_model_config_file(path: str) -> list[ModelConfig]:
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
 
-    text = _read(path, "--model_config_file")
+    text = read_text(path, "--model_config_file")
     proto = model_server_config_pb2.ModelServerConfig()
     try:
         text_format.Parse(text, proto)
     except text_format.ParseError as e:
-        raise ServerConfigError(f"{path}: not a text-format ModelServerConfig: {e}") from None
+        # Protobuf's TextFormat error, as tensorflow_model_server prints it (ParseProtoTextFile),
+        # then the status it fails with.
+        raise ServerConfigError(f"Error parsing text-format tensorflow.serving.ModelServerConfig: {e}\n"
+                                f"Invalid protobuf file: '{path}' (--model_config_file)") from None
     return model_configs_from_proto(proto)
 
 
@@ -64,7 +67,7 @@ def model_configs_from_proto(proto) -> list[ModelConfig]:
 def read_text_proto(path: str, what: str = "text proto") -> dict:
     """A small reader for the text protos TF Serving takes whose Python classes are not shipped
     (BatchingParameters, MonitoringConfig): nested `name { ... }` blocks and `name: value`."""
-    text = re.sub(r"#[^\n]*", "", _read(path, what))
+    text = re.sub(r"#[^\n]*", "", read_text(path, what))
     tokens = re.findall(r'"(?:[^"\\]|\\.)*"|[{}:]|[^\s{}:"]+', text)
     pos = 0
 

@@ -36,8 +36,9 @@ class RestServer(ThreadingHTTPServer):
     allow_reuse_address = True
 
     def __init__(self, address, manager: ModelManager, max_body_bytes: int, num_threads: int,
-                 prometheus_path: str | None, timeout: float = 30.0):
+                 prometheus_path: str | None, timeout: float = 30.0, cors: bool = False):
         super().__init__(address, RestHandler)
+        self.cors = cors
         self.manager = manager
         self.max_body_bytes = max_body_bytes
         self.slots = threading.BoundedSemaphore(num_threads)
@@ -106,6 +107,10 @@ class RestHandler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
+        if self.server.cors:  # AddCORSHeaders (http_rest_api_util.cc)
+            self.send_header("Access-Control-Allow-Origin", "*")
+            self.send_header("Access-Control-Allow-Methods", "POST, GET")
+            self.send_header("Access-Control-Allow-Headers", "Content-Type")
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
@@ -159,6 +164,9 @@ class RestHandler(BaseHTTPRequestHandler):
                 return self._reply(200, self.server.manager.prometheus_text().encode(), "text/plain")
             if not _HANDLER_PATH.fullmatch(path):
                 return self._reply(404, {"error": f"Not found: {self.command} {path}"})
+            if self.command == "OPTIONS":  # a CORS preflight (http_server.cc): no handler, no body
+                origin = self.headers.get("Origin") or ""
+                return self._reply(200 if re.search(r"https?://", origin) else 400, b"")
             with self.server.slots:
                 self._reply(200, self._dispatch(self.command, path, body))
         except _HttpError as e:
@@ -236,8 +244,8 @@ class _HttpError(Exception):
 
 def start_rest_server(manager: ModelManager, host: str, port: int, max_body_bytes: int,
                       num_threads: int, prometheus_path: str | None = None,
-                      timeout: float = 30.0) -> RestServer:
-    server = RestServer((host, port), manager, max_body_bytes, num_threads, prometheus_path, timeout)
+                      timeout: float = 30.0, cors: bool = False) -> RestServer:
+    server = RestServer((host, port), manager, max_body_bytes, num_threads, prometheus_path, timeout, cors)
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
                      name="rest", daemon=True).start()
     return server

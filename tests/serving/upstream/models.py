@@ -22,10 +22,12 @@ Run as a script (`python models.py OUT_DIR`), once per test session, by the `ups
 fixture: a process of its own can still split the CPU into the two virtual devices that the
 MirroredStrategy model needs, and TF1 graph building leaves no state in the test process.
 
-Keras 3 names a SavedModel's signature tensors `inputs` / `output_0`; Keras 2, which upstream's
-tests were written against, named them after the Input layer (`x`) and the last layer (`y`), and
-those tests send `x` and read `y`. The Keras models here are Keras 3 models saved with
-`tf.saved_model.save` and Keras 2's signature names.
+Upstream's Keras tests save a Keras 2 model with `tf.saved_model.save`, whose signature is named
+after the Input layer (`x`) and the last layer (`y`). A Keras 3 model saved that way gets
+`inputs` / `output_0`, and its checkpoint is not restored into the serving function's variables
+by TensorFlow's TF1 loader, which TF Serving uses (a Dense layer reads "Could not find variable").
+The Keras models here are Keras 3 models written by Keras 3's SavedModel exporter
+(`keras.export.ExportArchive`, what `model.export` uses), with Keras 2's signature names.
 """
 
 from __future__ import annotations
@@ -97,6 +99,10 @@ def half_plus_two_tf1(export_dir: str, *, b: float = 2.0, c: float = 3.0, main_o
             features = tf1.parse_example(serialized, {
                 "x": tf1.FixedLenFeature([1], dtype=tf1.float32),
                 "x2": tf1.FixedLenFeature([1], dtype=tf1.float32, default_value=[0.0])})
+            # TF 1.x's ParseExample gave [batch, 1] outputs for any serialized input; TF 2's
+            # ParseExampleV2 gives unknown rank for an input of unknown rank.
+            features["x"].set_shape([None, 1])
+            features["x2"].set_shape([None, 1])
             x = tf1.identity(features["x"], name="x")
             y = tf1.identity(tf1.add(tf1.multiply(a, x), b_var), name="y")
             y2 = tf1.identity(tf1.add(tf1.multiply(a, x), c_var), name="y2")
@@ -252,7 +258,7 @@ def multiple_signatures(export_dir: str) -> str:
 def keras_sequential(export_dir: str, distributed: bool = False) -> str:
     """test_sequential_keras_saved_model_save (an identity Lambda named y over Input x) and
     test_distrat_sequential_keras_saved_model_save (Dense(1) with ones / zeros first, built under
-    MirroredStrategy over two virtual CPUs)."""
+    MirroredStrategy over two virtual CPUs), exported with serving_default: x -> y."""
     import contextlib
 
     import tensorflow as tf
@@ -266,11 +272,13 @@ def keras_sequential(export_dir: str, distributed: bool = False) -> str:
             model.add(tf.keras.layers.Dense(1, kernel_initializer="ones", bias_initializer="zeros"))
         model.add(tf.keras.layers.Lambda(lambda x: x, name="y"))
 
-    @tf.function(input_signature=[tf.TensorSpec([None, 1], tf.float32, name="x")])
-    def serve(x):
-        return {"y": model(x)}
+    import keras
 
-    tf.saved_model.save(model, export_dir, signatures={"serving_default": serve})
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serving_default", lambda x: {"y": model(x)},
+                         input_signature=[tf.TensorSpec([None, 1], tf.float32, name="x")])
+    archive.write_out(export_dir, verbose=False)
     return export_dir
 
 

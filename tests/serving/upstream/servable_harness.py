@@ -14,6 +14,7 @@ import grpc
 from support import free_port
 
 from align_tf.serving.server import ModelConfig, ModelManager, start_grpc_server
+from align_tf.serving.server.versions import LoadOptions
 
 TEST_MODEL = "test_model"  # kTestModelName
 
@@ -25,7 +26,7 @@ def servable_server(base_path: str, method_name_check: bool = False, name: str =
     from tensorflow_serving.apis import prediction_service_pb2_grpc
 
     manager = ModelManager([ModelConfig(name=name, base_path=base_path)], poll_seconds=0,
-                           method_name_check=method_name_check)
+                           load_options=LoadOptions(method_name_check=method_name_check))
     manager.poll()
     port = free_port()
     server, _ = start_grpc_server(manager, f"127.0.0.1:{port}", 64 << 20, 4)
