@@ -134,8 +134,11 @@ def classification_json(labels, scores) -> bytes:
         raise _invalid("Cannot convert empty ClassificationResults to JSON")
     score_tokens = _float_tokens(np.asarray(scores, np.float32).reshape(-1)) if scores is not None \
         else ["0.0"] * (shape[0] * shape[1])
-    label_tokens = [_label_token(v) for v in labels.reshape(-1)] if labels is not None \
-        else ['""'] * (shape[0] * shape[1])
+    if labels is not None:
+        written: dict = {}  # a label column repeats per example: write each label once
+        label_tokens = [written.get(v) or written.setdefault(v, _label_token(v)) for v in labels.reshape(-1)]
+    else:
+        label_tokens = ['""'] * (shape[0] * shape[1])
     pairs = [f"[{label}, {score}]" for label, score in zip(label_tokens, score_tokens)]
     width = shape[1]
     rows = ["[" + ", ".join(pairs[i * width:(i + 1) * width]) + "]" for i in range(shape[0])]
