@@ -276,8 +276,8 @@ class AlignServingClient:
                 if len(data) > self.max_message_bytes:
                     raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                        f"{url}: reply larger than max_message_bytes {self.max_message_bytes}")
-                try:
-                    return json.loads(data)
+                try:  # string outputs are the model's bytes, UTF-8 or not (TF Serving writes them raw)
+                    return json.loads(data.decode("utf-8", "surrogateescape"))
                 except (ValueError, RecursionError) as e:
                     raise ServingError(grpc.StatusCode.INTERNAL, f"{url}: reply is not JSON: {e}") from None
         except urllib.error.HTTPError as e:

@@ -19,7 +19,8 @@ import grpc
 import numpy as np
 
 from align_tf.errors import ServingError
-from align_tf.serving.json_tensor import _float_tokens, _is_b64, _show, _string_value
+from align_tf.serving import rapidjson
+from align_tf.serving.json_tensor import _b64_value, _float_tokens, _is_b64, signature_name_of
 
 CONTEXT_KEY = "context"
 EXAMPLES_KEY = "examples"
@@ -57,8 +58,10 @@ def _add_value(value, name: str, feature) -> None:
         raise _invalid(f"Feature: {name} has element with unexpected JSON type: {_json_type(value)}")
     if isinstance(value, bool):
         _add(feature, "int64_list", name).append(1 if value else 0)
-    elif isinstance(value, (str, dict)):
-        _add(feature, "bytes_list", name).append(_string_value(value, "string"))
+    elif isinstance(value, str):  # its bytes as they came (not UTF-8 included: surrogate-escaped)
+        _add(feature, "bytes_list", name).append(value.encode("utf-8", "surrogateescape"))
+    elif isinstance(value, dict):
+        _add(feature, "bytes_list", name).append(_b64_value(value))
     elif isinstance(value, int) and _INT64_MIN <= value <= _UINT64_MAX:
         values = _add(feature, "int64_list", name)
         if value > _INT64_MAX:
@@ -82,7 +85,7 @@ def example_from_json(value, example) -> None:
         try:
             feature = features[name]
         except (UnicodeEncodeError, ValueError):  # bytes that are not UTF-8 in the JSON key
-            raise _invalid(f"Feature name {_show(name)} is not UTF-8 text; a tf.Example feature "
+            raise _invalid(f"Feature name {rapidjson.debug_string(name)} is not UTF-8 text; a tf.Example feature "
                            "name is a proto3 string") from None
         feature.Clear()  # a repeated key: the last one wins, as the C++ map assignment does
         for item in (content if isinstance(content, list) else [content]):
@@ -95,22 +98,19 @@ def request_from_json(doc: dict):
     "context", else `example_list`."""
     from tensorflow_serving.apis import input_pb2
 
-    signature_name = doc.get("signature_name", "")  # FillSignature
-    if not isinstance(signature_name, str):
-        raise _invalid(f"JSON Value: {_show(doc)} not formatted correctly. 'signature_name' key must "
-                       "be a string value.")
+    signature_name = signature_name_of(doc)  # FillSignature
     request_input = input_pb2.Input()
     has_context = CONTEXT_KEY in doc
     if has_context:
         example_from_json(doc[CONTEXT_KEY], request_input.example_list_with_context.context)
     if EXAMPLES_KEY not in doc:  # TF Serving names "classify" for :regress too
-        raise _invalid(f"JSON Value: {_show(doc)} When method is classify, key '{EXAMPLES_KEY}' "
+        raise _invalid(f"JSON Value: {rapidjson.debug_string(doc)} When method is classify, key '{EXAMPLES_KEY}' "
                        "is expected and was not found")
     examples = doc[EXAMPLES_KEY]
     if not isinstance(examples, list):
-        raise _invalid(f"JSON Value: {_show(doc)} Expecting '{EXAMPLES_KEY}' value to be an list/array")
+        raise _invalid(f"JSON Value: {rapidjson.debug_string(doc)} Expecting '{EXAMPLES_KEY}' value to be an list/array")
     if not examples:
-        raise _invalid(f"JSON Value: {_show(doc)} '{EXAMPLES_KEY}' value is an empty array")
+        raise _invalid(f"JSON Value: {rapidjson.debug_string(doc)} '{EXAMPLES_KEY}' value is an empty array")
     target = request_input.example_list_with_context.examples if has_context \
         else request_input.example_list.examples
     for value in examples:

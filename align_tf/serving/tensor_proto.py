@@ -90,10 +90,14 @@ class TensorHeader:
             flat[:k] = list(values[:k])
             flat[k:] = values[k - 1] if k else b""
         else:
-            wire = np.uint16 if dtype is np.float16 else dtype  # half_val holds the bit patterns
+            # int_val / half_val hold int32s: narrower dtypes take them cast (wrapped), as
+            # FromProto does; half_val holds the float16 bit patterns.
+            narrow = self.field in ("int_val", "half_val")
             flat = np.empty(n, dtype=dtype)
-            head = np.fromiter(values[:k] if len(values) > n else values, dtype=wire, count=k)
-            flat[:k] = head.view(np.float16) if dtype is np.float16 else head
+            head = np.fromiter(values[:k] if len(values) > n else values, dtype=np.int32 if narrow else dtype, count=k)
+            if dtype is np.float16:
+                head = head.astype(np.uint16).view(np.float16)
+            flat[:k] = head.astype(dtype, copy=False) if narrow else head
             flat[k:] = flat[k - 1] if k else 0
         return flat.reshape(self.shape)
 

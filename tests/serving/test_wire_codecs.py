@@ -24,29 +24,49 @@ def refused(value, dtype, words: str):
     assert words in info.value.message, info.value.message
 
 
-@pytest.mark.parametrize("dtype", INTEGER_DTYPES, ids=lambda d: d.name)
+# What AddValueToTensor (json_tensor.cc) takes for each integer dtype: IsInt (int32 range) for
+# int8 / int16 / int32 / uint8, then cast by Tensor::FromProto (so 300 as uint8 is 44); IsInt64;
+# IsUint; IsUint64. uint16 is not among its cases: UNIMPLEMENTED.
+TAKES = {"int8": (-2 ** 31, 2 ** 31 - 1), "int16": (-2 ** 31, 2 ** 31 - 1), "int32": (-2 ** 31, 2 ** 31 - 1),
+         "uint8": (-2 ** 31, 2 ** 31 - 1), "int64": (-2 ** 63, 2 ** 63 - 1), "uint32": (0, 2 ** 32 - 1),
+         "uint64": (0, 2 ** 64 - 1)}
+
+
+@pytest.mark.parametrize("dtype", [d for d in INTEGER_DTYPES if d.name in TAKES], ids=lambda d: d.name)
 @pytest.mark.parametrize("fast", [True, False])
-def test_integer_inputs_take_integers_in_their_dtype_range(dtype, fast):
-    """AddValueToTensor: integer dtypes take JSON integers only (IsInt / IsInt64 / IsUint...);
-    a decimal (even 101.0), a bool, a string or a value outside the range is refused."""
-    low, high = dtype.min, dtype.max
+def test_integer_inputs_take_json_integers_as_tf_serving_does(dtype, fast):
+    """AddValueToTensor: integer dtypes take JSON integers only, within what IsInt / IsInt64 /
+    IsUint / IsUint64 accept; narrower dtypes wrap as TensorFlow's cast does; a decimal (even
+    101.0), a bool, a string, null or an object is a type error naming TF's dtype."""
+    low, high = TAKES[dtype.name]
     out = json_to_array([[low, high], [0, 1]], dtype, "x", may_hold_bools=not fast)
-    assert out.dtype == dtype.as_numpy_dtype and out.tolist() == [[low, high], [0, 1]]
+    expected = np.array([[low, high], [0, 1]], dtype=np.int64 if low < 0 else np.uint64).astype(dtype.as_numpy_dtype)
+    assert out.dtype == dtype.as_numpy_dtype and out.tolist() == expected.tolist()
     for bad in (high + 1, low - 1, 101.0, True, "7", None, {"b64": "AA=="}):
         with pytest.raises(ServingError) as info:
             json_to_array([[1, bad]], dtype, "x", may_hold_bools=isinstance(bad, bool) or not fast)
         assert f"is not of expected type: {dtype.name}" in info.value.message, (bad, info.value.message)
 
 
-def test_float_inputs_take_numbers_a_float_holds_without_loss():
-    """IsLosslessDecimal: integers up to 2**24 - 1 for float32 (2**53 - 1 for float64), decimals
-    within the float range, NaN and infinities; bools and strings are type errors."""
+def test_uint16_and_half_inputs_are_not_converted_from_json():
+    """AddValueToTensor's default case: "Conversion of JSON Value: 1 to type: uint16" (UNIMPLEMENTED)."""
+    for dtype, name in ((tf.uint16, "uint16"), (tf.float16, "half")):
+        with pytest.raises(ServingError) as info:
+            json_to_array([1], dtype, "x")
+        assert info.value.code == grpc.StatusCode.UNIMPLEMENTED
+        assert info.value.message == f"Conversion of JSON Value: 1 to type: {name}"
+
+
+def test_float_inputs_take_any_number_converted_to_the_nearest_float():
+    """Since TF Serving 2.5 (json_tensor_test.cc FloatTensorWithPrecisionLoss, ...ExceedsMaxReturnsInf):
+    a float input takes any JSON number, as rapidjson's GetFloat converts it (2**24 + 1 and
+    1435774380 to the nearest float, 1e39 to inf, 1e-46 to 0); bools and strings are type errors."""
     assert json_to_array([1, 2 ** 24 - 1, 0.5, float("nan")], tf.float32, "x").dtype == np.float32
-    refused([2 ** 24], tf.float32, "Cannot convert JSON value: 16777216 to float32 without loss of precision")
-    refused([1e39], tf.float32, "without loss of precision")
-    assert json_to_array([2 ** 53 - 1, 1e39], tf.float64, "x").tolist() == [2 ** 53 - 1, 1e39]
-    refused([True], tf.float32, "is not of expected type: float32")
-    refused(["1.5"], tf.float32, "is not of expected type: float32")
+    out = json_to_array([2 ** 24 + 1, 1435774380, 1e39, -1e39, 1e-46], tf.float32, "x")
+    assert out.tolist() == [16777216.0, 1435774336.0, float("inf"), float("-inf"), 0.0]
+    assert json_to_array([2 ** 53 + 1, 1e39], tf.float64, "x").tolist() == [2.0 ** 53, 1e39]
+    refused([True], tf.float32, "Type: True is not of expected type: float")
+    refused(["1.5"], tf.float32, 'JSON Value: "1.5" Type: String is not of expected type: float')
     refused([1], tf.bool, "is not of expected type: bool")
     assert json_to_array([True, False], tf.bool, "x", may_hold_bools=False).tolist() == [True, False]
 
@@ -61,14 +81,15 @@ def test_shapes_follow_the_first_elements_and_nesting_is_bounded():
     deep = "a"
     for _ in range(70):
         deep = [deep]
-    refused(deep, tf.string, "nested more than 32 deep")
+    refused(deep, tf.string, "tensor parsing error: x (JSON lists nested more than 32 deep")
     assert json_to_array([[]], tf.string, "x").shape == (1, 0)
 
 
 def test_strings_bytes_and_body_parsing():
     assert json_to_array(["a", {"b64": "/wA="}], tf.string, "x").tolist() == [b"a", b"\xff\x00"]
     refused([{"b64": "!!"}], tf.string, "Unable to base64 decode")
-    refused([{"b64": "YQ==", "more": 1}], tf.string, "is not of expected type: string")
+    refused([{"b64": "YQ==", "more": 1}], tf.string, "not formatted correctly for base64 data")
+    refused([{"a": 1}], tf.float32, "Type: Object is not of expected type: float")
     body = parse_json_body(b'{"inputs": ["caf\xc3\xa9", "raw \xff byte"]}')
     assert json_to_array(body["inputs"], tf.string, "x").tolist() == ["café".encode(), b"raw \xff byte"]
     for raw, words in ((b"", "The document is empty"), (b"[1]", "Is not object"),

@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from align_tf.errors import ServingError
 from align_tf.serving.example_json import classification_json, regression_json, request_from_json
-from align_tf.serving.json_tensor import outputs_to_json, parse_json_body, parse_predict_body
+from align_tf.serving.json_tensor import outputs_to_json, parse_json_body, parse_predict_body, signature_name_of
 from align_tf.serving.server import replies
 from align_tf.serving.server.manager import ModelManager
 from align_tf.serving.server.versions import invalid
@@ -100,8 +100,8 @@ class RestHandler(BaseHTTPRequestHandler):
     def _reply(self, status: int, payload, content_type="application/json"):
         if isinstance(payload, bytes):
             data = payload
-        elif isinstance(payload, str):
-            data = payload.encode("utf-8")
+        elif isinstance(payload, str):  # a model's string bytes that are not UTF-8 pass as they are
+            data = payload.encode("utf-8", "surrogateescape")
         else:
             data = json.dumps(payload).encode("utf-8")
         self.send_response(status)
@@ -194,10 +194,7 @@ class RestHandler(BaseHTTPRequestHandler):
                 raise invalid(f"Both model version ({version}) and model version label ({label}) "
                               "cannot be supplied.")
             request = parse_json_body(body)
-            signature_name = request.get("signature_name", "")
-            if not isinstance(signature_name, str):
-                raise invalid(f"JSON Value: {json.dumps(request)[:80]} not formatted correctly. "
-                              "'signature_name' key must be a string value.")
+            signature_name = signature_name_of(request)
             if verb.lower() != "predict":
                 return self._classify_or_regress(verb.lower(), name, version, label, signature_name, request)
             return self._predict(name, version, label, signature_name, request, body)
@@ -219,7 +216,8 @@ class RestHandler(BaseHTTPRequestHandler):
         if specs is None:  # GetInfoMap in http_rest_api_handler.cc: INVALID_ARGUMENT here
             raise invalid(f'Serving signature name: "{signature_name}" not found in signature def')
         arrays, fmt = parse_predict_body(request, specs, manager.limits,
-                                         may_hold_bools=b"true" in body or b"false" in body)
+                                         may_hold_bools=b"true" in body or b"false" in body,
+                                         signature_name=signature_name)
         _, _, outputs = manager.predict(name, served.version, None, signature_name, arrays)
         return outputs_to_json(outputs, fmt)
 
