@@ -192,6 +192,64 @@ def serving_functions(model, processor, precision: str | None = None,
             for name, (fn, sig) in specs.items()}
 
 
+# -- the zero-shot classify signature (export --labels) ----------------------------------------
+ZERO_SHOT = "zero_shot"
+IMAGE_FEATURE = "image/encoded"  # the feature name TF's image datasets use for encoded images
+CLASSIFY_METHOD_NAME = "tensorflow/serving/classify"
+
+
+def zero_shot_function(model, functions: dict, labels, templates="single", batch_size: int = 64):
+    """`zero_shot`, a classify signature over fixed labels: serialized `tf.Example`s with the
+    image bytes under `image/encoded` (input `inputs`) -> `classes` string [N, C] (the labels)
+    and `scores` float32 [N, C] (softmax over the labels), so that TF Serving's Classify API
+    answers `[[label, score], ...]` per image.
+
+    The class matrix is computed here, once, with the export's own `embed_text` over the
+    prompts (`templates` as `align-tf classify` takes them; several are ensembled), and stored
+    as a constant; images go through the export's `embed_image`. With one template, the scores
+    are the `classify` signature's `probs` for the images and the prompted labels.
+    """
+    from align_tf.applications.templates import resolve_templates
+    from align_tf.applications.zero_shot import class_prompts, ensemble_class_embeddings
+
+    labels = [str(label) for label in labels]
+    if not labels:
+        raise ConfigError("labels: expected at least one label")
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"labels: duplicate labels {sorted({n for n in labels if labels.count(n) > 1})}")
+    prompts = class_prompts(labels, resolve_templates(templates))
+    embeds = np.concatenate([functions["embed_text"](text=tf.constant(prompts[i:i + batch_size]))["text_embeds"]
+                             .numpy() for i in range(0, len(prompts), batch_size)])
+    class_matrix = tf.constant(ensemble_class_embeddings(embeds, len(labels)), tf.float32)
+    label_row = tf.constant([[label.encode("utf-8") for label in labels]])
+    embed_image = functions["embed_image"]
+    temperature = float(np.asarray(model.effective_temperature()))  # fixed, as the class matrix
+
+    def zero_shot(inputs):
+        parsed = tf.io.parse_example(inputs, {IMAGE_FEATURE: tf.io.FixedLenFeature([], tf.string)})
+        image_embeds = embed_image(image_bytes=parsed[IMAGE_FEATURE])["image_embeds"]
+        logits = tf.matmul(image_embeds, class_matrix, transpose_b=True) / temperature
+        return {"classes": tf.tile(label_row, [tf.shape(inputs)[0], 1]),
+                "scores": tf.nn.softmax(logits, axis=-1)}
+
+    return tf.function(zero_shot, input_signature=[tf.TensorSpec([None], tf.string, name="inputs")],
+                       autograph=False, jit_compile=False)
+
+
+def set_signature_method_name(saved_model_dir: str, signature_key: str, method_name: str) -> None:
+    """Give one signature of a written SavedModel another method name (TF2 writes every
+    signature as predict) and rewrite its fingerprint."""
+    proto = read_saved_model_proto(saved_model_dir)
+    for meta_graph in proto.meta_graphs:
+        meta_graph.signature_def[signature_key].method_name = method_name
+    with open(os.path.join(saved_model_dir, "saved_model.pb"), "wb") as f:
+        f.write(proto.SerializeToString())
+    from tensorflow.python.saved_model.pywrap_saved_model import fingerprinting
+
+    with open(os.path.join(saved_model_dir, "fingerprint.pb"), "wb") as f:
+        f.write(fingerprinting.CreateFingerprintDef(saved_model_dir))
+
+
 # -- writing ----------------------------------------------------------------------------------
 def next_version(base_path: str) -> int:
     """1 + the largest numeric version folder under `base_path` (1 when there is none)."""
@@ -202,7 +260,8 @@ def next_version(base_path: str) -> int:
 def export_saved_model(model, processor, path: str, version: int | None = None, *,
                        check_ops: bool = True, overwrite: bool = False, warmup: bool = True,
                        extra_functions: dict[str, Callable] | None = None,
-                       precision: str | None = None) -> str:
+                       precision: str | None = None,
+                       labels: Iterable[str] | None = None, templates="single") -> str:
     """Write `path/<version>/` (TF Serving's layout, tag `serve`) with every signature of the
     contract and return that folder. `version=None` takes the next free number.
 
@@ -214,6 +273,8 @@ def export_saved_model(model, processor, path: str, version: int | None = None, 
     the model's compute dtype) is what the towers compute in (see `serving_functions`); the
     frozen towers' weights are stored in it, as graph constants, and the model's variables
     are not written (a SavedModel for serving, not for training: fine-tune the Keras model).
+    `labels` adds the classify signature `zero_shot` over them (`zero_shot_function`, with
+    `templates`).
     """
     import keras
 
@@ -236,6 +297,8 @@ def export_saved_model(model, processor, path: str, version: int | None = None, 
             archive.track(resource)  # lookup tables and other resources inside preprocessing
     functions = serving_functions(model, processor, precision)
     functions.update(extra_functions or {})
+    if labels is not None:
+        functions[ZERO_SHOT] = zero_shot_function(model, functions, labels, templates)
     for name, fn in functions.items():
         fn.get_concrete_function()
         archive.add_endpoint(name, fn)
@@ -244,6 +307,8 @@ def export_saved_model(model, processor, path: str, version: int | None = None, 
     staging = tempfile.mkdtemp(prefix=f".export-{version}-", dir=path)
     try:
         archive.write_out(staging, verbose=False)
+        if labels is not None:
+            set_signature_method_name(staging, ZERO_SHOT, CLASSIFY_METHOD_NAME)
         if warmup:
             write_warmup_requests(staging)
         if check_ops:

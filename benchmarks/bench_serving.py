@@ -11,6 +11,14 @@ date and the load average (other processes on the machine slow every figure down
     python benchmarks/bench_serving.py --models demo --requests 20
     python benchmarks/bench_serving.py --target localhost:8500 --model-name align --models served
     python benchmarks/bench_serving.py --models demo --encoding   # + typed fields vs tensor_content
+    python benchmarks/bench_serving.py --before-rev f0530c5       # before / after / before
+
+Classify: every export carries the classify signature `zero_shot` (`--labels` labels), and the
+server of this checkout is also measured on TF Serving's Classify API (gRPC), with one JPEG per
+request and with 16. `--before PATH` (a checkout of the code before a change) or `--before-rev
+REV` (a commit of this repository, checked out into a temporary git worktree) serves the same
+export with that code too, in the order before / after / before, and the summary gives each
+Predict figure after the change against the mean of the two before it and after it.
 
 `--encoding` also measures, in this process, what writing a reply costs: gRPC outputs in the
 typed fields (`float_val`, TF Serving's default) against `tensor_content`
@@ -59,10 +67,15 @@ def one_jpeg() -> bytes:
 
 
 def build(model_kind: str):
-    """(model, processor) for "align-base" (random weights, full size) or "demo"."""
+    """(model, processor) for "align-base" (random weights, full size), "demo", or "tiny" (the
+    test suite's tiny model: a quick check that the script runs, not a measurement)."""
     from align_tf.models.align import AlignModel
     from align_tf.preprocessing.processor import AlignProcessor
 
+    if model_kind == "tiny":
+        from support import tiny_model, tiny_processor
+
+        return tiny_model(), tiny_processor()
     if model_kind == "demo":
         from align_tf.assets import demo_model_path
 
@@ -85,16 +98,92 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(base: str, log_path: str, threads: int, tensor_content: bool = False):
+def start_server(base: str, log_path: str, threads: int, tensor_content: bool = False, root: str = ROOT):
+    """`align-tf serve` from the checkout at `root` (its align_tf first on PYTHONPATH)."""
     grpc_port = free_port()
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
     argv = [sys.executable, "-m", "align_tf.cli", "serve", "--model_name", "align",
             "--model_base_path", base, "--port", str(grpc_port), "--grpc_max_threads", str(threads)]
     if tensor_content:
         argv.append("--enable_serialization_as_tensor_content")
     log = open(log_path, "w")
-    process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+    process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root)
     return process, f"127.0.0.1:{grpc_port}"
+
+
+def stop_server(process) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+class ClassifyClient:
+    """TF Serving's Classify over gRPC on the `zero_shot` signature: one tf.Example per image,
+    the image bytes under `image/encoded`."""
+
+    def __init__(self, target: str, model_name: str, timeout: float = 300):
+        import grpc
+        from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+        self.channel = grpc.insecure_channel(target, options=[("grpc.max_receive_message_length", 64 << 20),
+                                                              ("grpc.max_send_message_length", 64 << 20)])
+        self.stub = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
+        self.model_name, self.timeout = model_name, timeout
+
+    def classify(self, images: list[bytes]):
+        from tensorflow_serving.apis import classification_pb2
+
+        request = classification_pb2.ClassificationRequest()
+        request.model_spec.name, request.model_spec.signature_name = self.model_name, "zero_shot"
+        for image in images:
+            request.input.example_list.examples.add().features.feature["image/encoded"].bytes_list.value.append(image)
+        reply = self.stub.Classify(request, timeout=self.timeout)
+        if len(reply.result.classifications) != len(images):
+            raise RuntimeError(f"{len(reply.result.classifications)} classifications for {len(images)} images")
+        return reply
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+def bench_labels(count: int) -> list[str]:
+    """`count` distinct labels for the zero_shot signature."""
+    words = ["cat", "dog", "car", "tree", "house", "bird", "boat", "flower", "horse", "chair"]
+    return [words[i % len(words)] + ("" if i < len(words) else f" {i // len(words)}") for i in range(count)]
+
+
+def before_checkout(path: str | None, rev: str | None, workdir: str) -> str | None:
+    """The checkout whose server is "before": PATH as given, or REV in a temporary worktree."""
+    if path:
+        return os.path.abspath(path)
+    if not rev:
+        return None
+    target = os.path.join(workdir, "before")
+    subprocess.run(["git", "-C", ROOT, "worktree", "add", "--detach", target, rev], check=True,
+                   capture_output=True)
+    return target
+
+
+def compare_phases(runs: list[dict]) -> list[dict]:
+    """Per model / signature / concurrency / images: requests/s before (each run), after, and
+    after / mean(before); only keys measured in both."""
+    table: dict[tuple, dict] = {}
+    for run in runs:
+        if "phase" not in run or not run.get("requests"):
+            continue
+        key = (run["model"], run["signature"], run["concurrency"], run.get("images", 1))
+        table.setdefault(key, {"before": [], "after": []})[run["phase"]].append(run["requests_per_s"])
+    rows = []
+    for (model, signature, concurrency, images), seen in sorted(table.items()):
+        if seen["before"] and seen["after"]:
+            before = float(np.mean(seen["before"]))
+            rows.append({"model": model, "signature": signature, "concurrency": concurrency, "images": images,
+                         "before_requests_per_s": seen["before"], "after_requests_per_s": seen["after"],
+                         "after_over_before": round(float(np.mean(seen["after"])) / before, 3) if before else None})
+    return rows
 
 
 def measure(client_factory, signature: str, payload, requests: int, concurrency: int,
@@ -107,7 +196,8 @@ def measure(client_factory, signature: str, payload, requests: int, concurrency:
 
     def worker():
         client = client_factory()
-        call = client.embed_text if signature == "embed_text" else client.embed_image
+        call = {"embed_text": getattr(client, "embed_text", None), "embed_image": getattr(client, "embed_image", None),
+                "zero_shot": getattr(client, "classify", None)}[signature]
         for _ in range(requests):
             if time.monotonic() > deadline:
                 break
@@ -183,10 +273,80 @@ def load_average() -> list[float] | None:
         return None
 
 
+def run_model(kind: str, args, phases, jpeg: bytes, results: dict) -> None:
+    """Export `kind` once (with the zero_shot signature), then per phase start that checkout's
+    server on it and measure Predict (and, on this checkout, Classify)."""
+    from align_tf.serving.client import AlignServingClient
+
+    workdir = tempfile.mkdtemp(prefix="bench_serving_")
+    try:
+        export_s = None
+        if args.target:
+            phases = [("served", None)]
+        else:
+            if kind == "demo":
+                try:
+                    from align_tf.assets import demo_model_path
+
+                    demo_model_path()
+                except (ImportError, FileNotFoundError) as e:
+                    print(f"demo model not available, skipped: {e}")
+                    results["runs"].append({"model": kind, "skipped": str(e)})
+                    return
+            from align_tf.export import export_saved_model
+
+            model, processor = build(kind)
+            base = os.path.join(workdir, "align")
+            started = time.perf_counter()
+            export_saved_model(model, processor, base, labels=bench_labels(args.labels))
+            export_s = time.perf_counter() - started
+            del model
+        for phase, root in phases:
+            process = None
+            try:
+                if args.target:
+                    target = args.target
+                else:
+                    process, target = start_server(base, os.path.join(workdir, f"server-{phase}.log"),
+                                                   max(args.concurrency) * 2, args.tensor_content, root)
+                client = AlignServingClient(target, args.model_name, timeout=300)
+                client.wait_until_available(timeout=600)
+                for _ in range(args.warmup):
+                    client.embed_text([SHORT_TEXT])
+                    client.embed_image([jpeg])
+                client.close()
+                cases = [("embed_text", [SHORT_TEXT], 1, lambda: AlignServingClient(target, args.model_name, timeout=300)),
+                         ("embed_image", [jpeg], 1, lambda: AlignServingClient(target, args.model_name, timeout=300))]
+                if phase != "before":  # the code before has no Classify
+                    cases += [("zero_shot", [jpeg] * n, n, lambda: ClassifyClient(target, args.model_name))
+                              for n in args.classify_images]
+                    warm = ClassifyClient(target, args.model_name)
+                    for _ in range(args.warmup):
+                        warm.classify([jpeg])
+                    warm.close()
+                for signature, payload, images, factory in cases:
+                    for concurrency in args.concurrency:
+                        run = measure(factory, signature, payload, args.requests, concurrency, args.time_limit)
+                        run.update(model=kind, phase=phase, images=images)
+                        if signature == "zero_shot":
+                            run["api"], run["labels"] = "Classify", args.labels
+                            run["images_per_s"] = round(run["requests_per_s"] * images, 2)
+                        if export_s is not None:
+                            run["export_s"] = round(export_s, 1)
+                        print(json.dumps(run))
+                        results["runs"].append(run)
+            finally:
+                if process is not None:
+                    stop_server(process)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["align-base", "demo"],
-                        help="align-base, demo, or 'served' with --target (default: %(default)s)")
+                        help="align-base, demo, tiny (a check that the script runs), or 'served' "
+                             "with --target (default: %(default)s)")
     parser.add_argument("--target", default=None, help="measure this running gRPC server instead")
     parser.add_argument("--model-name", default="align")
     parser.add_argument("--requests", type=int, default=50, help="requests per client thread")
@@ -200,9 +360,15 @@ def main(argv=None) -> int:
     parser.add_argument("--encoding-repeats", type=int, default=200)
     parser.add_argument("--tensor-content", action="store_true",
                         help="start the server with --enable_serialization_as_tensor_content")
+    parser.add_argument("--labels", type=int, default=100,
+                        help="labels of the exported zero_shot classify signature (default: %(default)s)")
+    parser.add_argument("--classify-images", type=int, nargs="+", default=[1, 16],
+                        help="images per Classify request (default: %(default)s)")
+    parser.add_argument("--before", default=None,
+                        help="checkout of the code before a change: its server measured before and after ours")
+    parser.add_argument("--before-rev", default=None,
+                        help="a commit of this repository as --before (checked out into a temporary worktree)")
     args = parser.parse_args(argv)
-
-    from align_tf.serving.client import AlignServingClient
 
     jpeg = one_jpeg()
     results = {"machine": machine_info(), "load_average_start": load_average(),
@@ -212,55 +378,26 @@ def main(argv=None) -> int:
                "grpc_outputs": "tensor_content" if args.tensor_content else "typed fields", "runs": []}
     if args.encoding:
         results["encoding"] = encoding_costs(args.encoding_repeats)
-    for kind in args.models:
-        workdir = tempfile.mkdtemp(prefix="bench_serving_")
-        process = None
-        try:
-            if args.target:
-                target = args.target
-            else:
-                if kind == "demo":
-                    try:
-                        from align_tf.assets import demo_model_path
-
-                        demo_model_path()
-                    except (ImportError, FileNotFoundError) as e:
-                        print(f"demo model not available, skipped: {e}")
-                        results["runs"].append({"model": kind, "skipped": str(e)})
-                        continue
-                from align_tf.export import export_saved_model
-
-                model, processor = build(kind)
-                base = os.path.join(workdir, "align")
-                started = time.perf_counter()
-                export_saved_model(model, processor, base)
-                export_s = time.perf_counter() - started
-                del model
-                process, target = start_server(base, os.path.join(workdir, "server.log"), max(args.concurrency) * 2,
-                                               args.tensor_content)
-            client = AlignServingClient(target, args.model_name, timeout=300)
-            client.wait_until_available(timeout=600)
-            for _ in range(args.warmup):
-                client.embed_text([SHORT_TEXT])
-                client.embed_image([jpeg])
-            client.close()
-            for signature, payload in (("embed_text", [SHORT_TEXT]), ("embed_image", [jpeg])):
-                for concurrency in args.concurrency:
-                    run = measure(lambda: AlignServingClient(target, args.model_name, timeout=300),
-                                  signature, payload, args.requests, concurrency, args.time_limit)
-                    run["model"] = kind
-                    if not args.target:
-                        run["export_s"] = round(export_s, 1)
-                    print(json.dumps(run))
-                    results["runs"].append(run)
-        finally:
-            if process is not None:
-                process.terminate()
-                try:
-                    process.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-            shutil.rmtree(workdir, ignore_errors=True)
+    scratch = tempfile.mkdtemp(prefix="bench_serving_before_")
+    before_root = before_checkout(args.before, args.before_rev, scratch)
+    if before_root:
+        results["before"] = {"checkout": before_root, "rev": args.before_rev,
+                             "order": "before / after / before, one export served by each"}
+    phases = [("before", before_root), ("after", ROOT), ("before", before_root)] if before_root \
+        else [("after", ROOT)]
+    try:
+        for kind in args.models:
+            run_model(kind, args, phases, jpeg, results)
+    finally:
+        if args.before_rev and before_root:
+            subprocess.run(["git", "-C", ROOT, "worktree", "remove", "--force", before_root], capture_output=True)
+        shutil.rmtree(scratch, ignore_errors=True)
+    if before_root:
+        results["predict_after_over_before"] = compare_phases(results["runs"])
+        for row in results["predict_after_over_before"]:
+            print(f"{row['model']:<11} {row['signature']:<12} x{row['concurrency']}: before "
+                  f"{row['before_requests_per_s']} -> after {row['after_requests_per_s']} req/s "
+                  f"(after / before {row['after_over_before']})")
     results["load_average_end"] = load_average()
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
     with open(args.output, "w") as f:

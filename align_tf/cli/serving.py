@@ -31,6 +31,14 @@ def register(subparsers) -> None:
                              "for GPUs. Default: %(default)s")
     export.add_argument("--no-op-check", dest="check_ops", action="store_false",
                         help="skip the TF Serving op allow-list check")
+    export.add_argument("--labels", default=None, metavar="FILE",
+                        help="text file, one label per line: adds the classify signature zero_shot "
+                             "(tf.Examples with image bytes under image/encoded -> classes, scores) "
+                             "for TF Serving's Classify API")
+    export.add_argument("--template", action="append", default=None,
+                        help="with --labels: prompt template with {} for the label, or a set: "
+                             "'single' (\"a photo of {}.\") or 'imagenet'; repeat to ensemble "
+                             "(as align-tf classify)")
     export.set_defaults(func=run_export)
 
     serve = subparsers.add_parser(
@@ -82,18 +90,41 @@ def run_export(args) -> int:
     from align_tf.models.align import AlignModel
     from align_tf.preprocessing.processor import AlignProcessor
 
+    labels = read_labels_file(args.labels) if args.labels else None
+    if args.template and labels is None:
+        raise ConfigError("--template: only used with --labels FILE (the zero_shot signature)")
     source, _ = resolve_model(args.model)
     model = AlignModel.from_pretrained(source)
     processor = AlignProcessor.from_pretrained(source)
     target = export_saved_model(model, processor, args.output, args.version,
                                 check_ops=args.check_ops, overwrite=args.overwrite,
-                                precision=args.precision)
+                                precision=args.precision,
+                                labels=labels, templates=args.template or "single")
     extra = sorted(non_core_ops(target))
     print(f"exported {args.model} -> {target} ({args.precision})")
     print("signatures: serving_default (= classify), embed_text, embed_image, embed_pixels, "
-          "embed_tokens, similarity")
+          "embed_tokens, similarity" + (f", zero_shot ({len(labels)} labels)" if labels else ""))
     print(f"non-core ops: {', '.join(extra) if extra else 'none'} (all linked by TF Serving 2.20)")
     return 0
+
+
+def read_labels_file(path: str) -> list[str]:
+    """One label per line; blank lines and surrounding spaces ignored."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            labels = [line.strip() for line in f if line.strip()]
+    except OSError as e:
+        raise ConfigError(f"--labels {path}: cannot read it ({e.strerror}); expected a text file "
+                          "with one label per line") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"--labels {path}: not UTF-8 text (byte {e.start}); expected a text file "
+                          "with one label per line") from None
+    if not labels:
+        raise ConfigError(f"--labels {path}: no labels in it; expected one label per line")
+    duplicates = sorted({label for label in labels if labels.count(label) > 1})
+    if duplicates:
+        raise ConfigError(f"--labels {path}: duplicate labels {duplicates}; expected each label once")
+    return labels
 
 
 def run_serve(args) -> int:

@@ -220,11 +220,11 @@ ROUTES = [  # (method, path, body, TF Serving's status, words of its message)
     ("POST", "/v1/models/probe/versions/9223372036854775808:predict", b"{}", 400,
      "Failed to convert version: 9223372036854775808 to numeric."),
     ("GET", "/v1/models/probe/versions/" + "9" * 5000, b"", 400, "Failed to convert version"),
-    # json_tensor.cc FillClassifyRegressRequestFromJson, then classifier.cc's method-name check.
+    # json_tensor.cc FillClassifyRegressRequestFromJson, then classifier.cc's signature checks
+    # (the method-name check is off by default: the probe's predict signature is looked at).
     ("POST", "/v1/models/probe:regress", b'{"instances": []}', 400, "'examples' is expected and was not found"),
     ("POST", "/v1/models/probe:classify", b'{"examples": [{"x": 1}]}', 400,
-     "Expected classification signature method_name to be tensorflow/serving/classify. "
-     "Was: tensorflow/serving/predict"),
+     'No classification inputs found in SignatureDef: inputs {\n  key: "text"'),
     # ParseJson: rapidjson refuses these; Python's parser recursed or raised on them.
     ("POST", "/v1/models/probe:predict", b"[" * 100_000, 400, "JSON Parse error"),
     ("POST", "/v1/models/probe:predict", b'{"instances": ["\\ud800"]}', 400, "surrogate pair in string is invalid"),

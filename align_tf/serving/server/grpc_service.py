@@ -9,6 +9,7 @@ import grpc
 
 from align_tf.errors import EngineError, ServingError
 from align_tf.serving.server import replies
+from align_tf.serving.server.inference_apis import DEFAULT_SIGNATURE, regressions_to_proto
 from align_tf.serving.tensor_proto import encode_tensor_proto
 from align_tf.serving.server.manager import ModelManager
 from align_tf.serving.server.model_config import model_configs_from_proto
@@ -42,8 +43,8 @@ def _model_spec(request):
 def make_prediction_servicer(manager: ModelManager, tensor_content: bool = False):
     """PredictionService. Outputs go in the typed fields (`float_val`, ...) as TF Serving writes
     them by default, or in `tensor_content` (`--enable_serialization_as_tensor_content`)."""
-    from tensorflow_serving.apis import (classification_pb2, predict_pb2, prediction_service_pb2_grpc,
-                                         regression_pb2)
+    from tensorflow_serving.apis import (classification_pb2, model_pb2, predict_pb2,
+                                         prediction_service_pb2_grpc, regression_pb2)
 
     class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         def Predict(self, request, context):
@@ -70,21 +71,39 @@ def make_prediction_servicer(manager: ModelManager, tensor_content: bool = False
             except ServingError as e:
                 return _abort(context, e)
 
-        def _classify_or_regress(self, kind, request, context, empty):
+        def Classify(self, request, context):
             try:
-                spec = _model_spec(request)
+                spec = _model_spec(request)  # classification_service.cc
                 version, label = requested_version(spec)
-                manager.classify_or_regress(kind, spec.name, version, label, spec.signature_name)
+                served_version, result = manager.classify(spec.name, version, label, spec.signature_name,
+                                                          request.input)
+                response = classification_pb2.ClassificationResponse(model_spec=replies.model_spec(
+                    spec.name, served_version, spec.signature_name or DEFAULT_SIGNATURE))
+                result.to_proto(response.result)
             except ServingError as e:
                 return _abort(context, e)
-            return empty
-
-        def Classify(self, request, context):
-            return self._classify_or_regress("classify", request, context,
-                                             classification_pb2.ClassificationResponse())
+            return response
 
         def Regress(self, request, context):
-            return self._classify_or_regress("regress", request, context, regression_pb2.RegressionResponse())
+            try:
+                spec = _model_spec(request)  # regression_service.cc
+                version, label = requested_version(spec)
+                served_version, values = manager.regress(spec.name, version, label, spec.signature_name,
+                                                         request.input)
+            except ServingError as e:
+                return _abort(context, e)
+            response = regression_pb2.RegressionResponse(model_spec=replies.model_spec(
+                spec.name, served_version, spec.signature_name or DEFAULT_SIGNATURE))
+            regressions_to_proto(values, response.result)
+            return response
+
+        def MultiInference(self, request, context):
+            try:  # multi_inference_helper.cc: the first task's ModelSpec picks the servable
+                spec = request.tasks[0].model_spec if request.tasks else model_pb2.ModelSpec()
+                version, label = requested_version(spec)
+                return manager.multi_inference(request, version, label)
+            except ServingError as e:
+                return _abort(context, e)
 
     return PredictionServicer()
 

@@ -11,11 +11,11 @@ import grpc
 from align_tf.errors import ServingError
 from align_tf.serving.limits import DEFAULT_MAX_BATCH_SIZE, RequestLimits
 from align_tf.serving.server.model_config import ModelConfig, read_model_config_file
+from align_tf.serving.server import inference_apis
+from align_tf.serving.server.inference_apis import DEFAULT_SIGNATURE
 from align_tf.serving.server.versions import LoadOptions, ServedModel, invalid
 
 log = logging.getLogger("align_tf.serving")
-
-_METHOD_NAMES = {"classify": "tensorflow/serving/classify", "regress": "tensorflow/serving/regress"}
 
 
 class ModelManager:
@@ -117,23 +117,40 @@ class ModelManager:
                 key = (name, signature_name, status)
                 self.counters[key] = self.counters.get(key, 0) + 1
 
-    def classify_or_regress(self, kind: str, name: str, version: int | None, label: str | None,
-                            signature_name: str) -> None:
-        """Classify / Regress: TF Serving checks the signature's method name first
-        (servables/tensorflow/classifier.cc, regressor.cc), which every Keras export, being
-        predict-style, fails with INVALID_ARGUMENT. A real classify / regress signature
-        (tf.Example input) is not run by this server: UNIMPLEMENTED."""
+    def _counted(self, name: str, signature_name: str, run):
+        status = "OK"
+        try:
+            return run()
+        except ServingError as e:
+            status = e.code.name
+            raise
+        finally:
+            with self._counter_lock:
+                key = (name, signature_name or DEFAULT_SIGNATURE, status)
+                self.counters[key] = self.counters.get(key, 0) + 1
+
+    def classify(self, name: str, version: int | None, label: str | None, signature_name: str,
+                 request_input) -> tuple[int, inference_apis.Classification]:
+        """Classify (classification_service.cc): (served version, result columns)."""
+        def run():
+            served = self.model(name).get(version, label)
+            return served.version, inference_apis.classify(served, signature_name, request_input, self.limits)
+        return self._counted(name, signature_name, run)
+
+    def regress(self, name: str, version: int | None, label: str | None, signature_name: str,
+                request_input):
+        """Regress (regression_service.cc): (served version, float32 [N])."""
+        def run():
+            served = self.model(name).get(version, label)
+            return served.version, inference_apis.regress(served, signature_name, request_input, self.limits)
+        return self._counted(name, signature_name, run)
+
+    def multi_inference(self, request, version: int | None, label: str | None):
+        """MultiInference (multi_inference_helper.cc): the version the first task's ModelSpec
+        names serves every task."""
+        name = request.tasks[0].model_spec.name if request.tasks else ""
         served = self.model(name).get(version, label)
-        signature_name = signature_name or "serving_default"
-        signature = served.signature_defs.get(signature_name)
-        if signature is None:
-            raise invalid(f"No signature was found with the name: {signature_name}")
-        if signature.method_name != _METHOD_NAMES[kind]:
-            word = "classification" if kind == "classify" else "regression"
-            raise invalid(f"Expected {word} signature method_name to be {_METHOD_NAMES[kind]}. "
-                          f"Was: {signature.method_name}")
-        raise ServingError(grpc.StatusCode.UNIMPLEMENTED,
-                           f"{kind} over tf.Example is not run by this local server; use TF Serving")
+        return inference_apis.multi_inference(served, request, self.limits)
 
     def prometheus_text(self) -> str:
         lines = ["# TYPE :tensorflow:serving:request_count counter"]

@@ -15,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 from align_tf.errors import ServingError
+from align_tf.serving.example_json import classification_json, regression_json, request_from_json
 from align_tf.serving.json_tensor import outputs_to_json, parse_json_body, parse_predict_body, signature_name_of
 from align_tf.serving.server import replies
 from align_tf.serving.server.manager import ModelManager
@@ -222,11 +223,17 @@ class RestHandler(BaseHTTPRequestHandler):
         _, _, outputs = manager.predict(name, served.version, None, signature_name, arrays)
         return outputs_to_json(outputs, fmt)
 
-    def _classify_or_regress(self, kind, name, version, label, signature_name, request: dict):
-        if "examples" not in request:  # FillClassifyRegressRequestFromJson
-            raise invalid(f"JSON Value: {json.dumps(request)[:80]} When method is {kind}, key "
-                          "'examples' is expected and was not found")
-        self.server.manager.classify_or_regress(kind, name, version, label, signature_name)
+    def _classify_or_regress(self, kind, name, version, label, signature_name, request: dict) -> bytes:
+        """ProcessClassifyRequest / ProcessRegressRequest: the examples JSON as an `Input`, run as
+        the gRPC API runs it, answered as MakeJsonFromClassificationResult /
+        MakeJsonFromRegressionResult write it."""
+        signature_name, request_input = request_from_json(request)
+        manager = self.server.manager
+        if kind == "classify":
+            _, result = manager.classify(name, version, label, signature_name, request_input)
+            return classification_json(result.labels, result.scores)
+        _, values = manager.regress(name, version, label, signature_name, request_input)
+        return regression_json(values)
 
 
 class _HttpError(Exception):

@@ -54,9 +54,9 @@ class LoadedVersion:
         self.warmup_requests = self.replay_warmup(warmup_iterations) if warmup else 0
 
     def replay_warmup(self, iterations: int = 1) -> int:
-        """Run `assets.extra/tf_serving_warmup_requests` (Predict records, each `iterations`
-        times: --num_request_iterations_for_warmup) as TF Serving does at load time; a failing
-        record fails the load."""
+        """Run `assets.extra/tf_serving_warmup_requests` (Predict, Classify, Regress and
+        MultiInference records, each `iterations` times: --num_request_iterations_for_warmup) as
+        TF Serving does at load time; a failing record fails the load."""
         import tensorflow as tf
         from tensorflow_serving.apis import prediction_log_pb2
 
@@ -68,8 +68,15 @@ class LoadedVersion:
         count = 0
         for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
             entry = prediction_log_pb2.PredictionLog.FromString(record)
+            if entry.WhichOneof("log_type") in ("classify_log", "regress_log", "multi_inference_log"):
+                from align_tf.serving.server import inference_apis  # it imports this module
+
+                for _ in range(iterations):
+                    inference_apis.replay_warmup_record(self, entry)
+                count += 1
+                continue
             if entry.WhichOneof("log_type") != "predict_log":
-                continue  # classify / regress records: this server has no such API
+                continue
             request = entry.predict_log.request
             for _ in range(iterations):
                 self.run(request.model_spec.signature_name or "serving_default", dict(request.inputs),

@@ -15,4 +15,10 @@ NOT_APPLICABLE: tuple[tuple[str, str], ...] = (
      "GetModelStatusImpl::GetModelStatusWithModelSpec, an in-process C++ API with no wire form"),
     ("servables/tensorflow/get_model_metadata_impl_test.cc::GetModelMetadataImplTest.ModelSpecOverride",
      "GetModelMetadataImpl::GetModelMetadataWithModelSpec, an in-process C++ API with no wire form"),
+    ("servables/tensorflow/classification_service_test.cc::ModelSpecOverride",
+     "ClassifyWithModelSpec: an in-process C++ entry point taking a ModelSpec apart from the "
+     "request; a Classify RPC carries only the request's"),
+    ("servables/tensorflow/regression_service_test.cc::ModelSpecOverride",
+     "RegressWithModelSpec: an in-process C++ entry point taking a ModelSpec apart from the "
+     "request; a Regress RPC carries only the request's"),
 )

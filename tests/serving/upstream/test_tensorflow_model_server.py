@@ -3,8 +3,7 @@ one test per upstream test case (same name, snake_case prefix `test_`), each aga
 serve` started by `run_server` with RunServer's command line, on TF Serving's test models
 (models.py), asserting what upstream asserts.
 
-Cases that need Classify / Regress / MultiInference are skipped until the serving-classify branch
-is merged. Not applicable (not_applicable.py): testPredictOnTfLite,
+Not applicable (not_applicable.py): testPredictOnTfLite,
 testPredictWithSignatureDefOnTfLite (TF Lite platform). Upstream's private `_TestBadModel`
 helpers are no test cases (no `test` prefix) and are not ported.
 """
@@ -24,7 +23,6 @@ from tfs_harness import (call_rest, get_model_version, sorted_object, verify_mod
 
 UPSTREAM = "model_servers/tensorflow_model_server_test.py"
 RPC_TIMEOUT = 20.0
-CLASSIFY_SKIP = pytest.mark.skip(reason="Classify: serving-classify branch")
 TESTDATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "testdata")
 
 
@@ -96,13 +94,11 @@ def _test_classify(models, run_server, model_path):
     verify_model_spec(result.model_spec, "default", "classify_x_to_y", get_model_version(model_path))
 
 
-@CLASSIFY_SKIP
 @upstream("testClassify")
 def test_classify(upstream_models, run_server):
     _test_classify(upstream_models, run_server, bundle(upstream_models))
 
 
-@CLASSIFY_SKIP
 @upstream("testClassifyTf2")
 def test_classify_tf2(upstream_models, run_server):
     _test_classify(upstream_models, run_server, upstream_models["saved_model_half_plus_two_tf2_cpu"])
@@ -124,13 +120,11 @@ def _test_regress(models, run_server, model_path):
     verify_model_spec(result.model_spec, "default", "regress_x_to_y", get_model_version(model_path))
 
 
-@CLASSIFY_SKIP
 @upstream("testRegress")
 def test_regress(upstream_models, run_server):
     _test_regress(upstream_models, run_server, bundle(upstream_models))
 
 
-@CLASSIFY_SKIP
 @upstream("testRegressTf2")
 def test_regress_tf2(upstream_models, run_server):
     _test_regress(upstream_models, run_server, upstream_models["saved_model_half_plus_two_tf2_cpu"])
@@ -159,13 +153,11 @@ def _test_multi_inference(models, run_server, model_path):
                           request.tasks[i].model_spec.signature_name, get_model_version(model_path))
 
 
-@CLASSIFY_SKIP
 @upstream("testMultiInference")
 def test_multi_inference(upstream_models, run_server):
     _test_multi_inference(upstream_models, run_server, bundle(upstream_models))
 
 
-@CLASSIFY_SKIP
 @upstream("testMultiInferenceTf2")
 def test_multi_inference_tf2(upstream_models, run_server):
     _test_multi_inference(upstream_models, run_server, upstream_models["saved_model_half_plus_two_tf2_cpu"])
@@ -258,7 +250,6 @@ def test_good_grpc_channel_args(upstream_models, run_server):
                            expected_version=get_model_version(upstream_models["saved_model_half_plus_three"]))
 
 
-@CLASSIFY_SKIP
 @upstream("testClassifyREST")
 def test_classify_rest(upstream_models, run_server):
     rest = run_server("default", bundle(upstream_models))[2]
@@ -267,7 +258,6 @@ def test_classify_rest(upstream_models, run_server):
     assert json.loads(resp.decode()) == {"results": [[["", 3.0]]]}
 
 
-@CLASSIFY_SKIP
 @upstream("testRegressREST")
 def test_regress_rest(upstream_models, run_server):
     rest = run_server("default", bundle(upstream_models))[2]
