@@ -66,3 +66,23 @@ def check_keras_saving(model, inputs, tmp_path):
         if key in expected:
             np.testing.assert_array_equal(keras.ops.convert_to_numpy(got[key]),
                                           keras.ops.convert_to_numpy(expected[key]))
+
+
+def executed_kernels(fn, *args) -> list[tuple[str, tuple[str, ...]]]:
+    """(op, fused_ops) of every node TensorFlow actually ran for the first call of `fn`, after
+    grappler's and oneDNN's rewrites (the partition graphs of the run metadata)."""
+    from tensorflow.python.eager import context
+
+    ctx = context.context()
+    ctx.enable_run_metadata()
+    ctx.enable_graph_collection()
+    ctx.export_run_metadata()  # drop what earlier calls (another test's fit) left collected
+    try:
+        fn(*args)
+        metadata = ctx.export_run_metadata()
+    finally:
+        ctx.disable_graph_collection()
+        ctx.disable_run_metadata()
+    return [(node.op, tuple(s.decode() for s in node.attr["fused_ops"].list.s))
+            for graph in metadata.function_graphs for partition in graph.partition_graphs
+            for node in partition.node]

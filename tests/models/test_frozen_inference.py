@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from align_tf.models import compiled
 from align_tf.models.align import AlignModel
+from layer_checks import executed_kernels
 from support import pixel_batch, text_batch, tiny_align_config
 
 TOKEN_NAMES = ("input_ids", "attention_mask", "token_type_ids")
@@ -78,25 +79,6 @@ def test_frozen_graphs_equal_the_keras_graph(model, size):
     assert np.abs(image[0] - image[1]).max() > 1e-2  # the images really differ
 
 
-def _kernels(fn, *args):
-    """(op, fused_ops) of every node TF ran for the first call of `fn` (after its rewrites)."""
-    from tensorflow.python.eager import context
-
-    ctx = context.context()
-    ctx.enable_run_metadata()
-    ctx.enable_graph_collection()
-    ctx.export_run_metadata()  # drop what earlier calls (another test's fit) left collected
-    try:
-        fn(*args)
-        metadata = ctx.export_run_metadata()
-    finally:
-        ctx.disable_graph_collection()
-        ctx.disable_run_metadata()
-    return [(node.op, tuple(s.decode() for s in node.attr["fused_ops"].list.s))
-            for graph in metadata.function_graphs for partition in graph.partition_graphs
-            for node in partition.node]
-
-
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="oneDNN rewrites are x86 CPU only")
 def test_frozen_graphs_run_fused_kernels():
     keras.utils.set_random_seed(4)
@@ -104,7 +86,7 @@ def test_frozen_graphs_run_fused_kernels():
     m.build()
     random_affine(m)
     blocks = m.vision_model.blocks
-    nodes = _kernels(compiled.compiled_image_features(m, 64, 64), tf.constant(pixel_batch(2, 64)))
+    nodes = executed_kernels(compiled.compiled_image_features(m, 64, 64), tf.constant(pixel_batch(2, 64)))
     fused = [f for op, f in nodes if "FusedConv2D" in op]
     # Stem, expand, depthwise and squeeze-excite reduce convs: conv + folded BN + swish as one.
     assert fused.count(("BiasAdd", "_MklSwish")) == 1 + sum(b.expand for b in blocks) + 2 * len(blocks)
@@ -115,7 +97,7 @@ def test_frozen_graphs_run_fused_kernels():
     assert not [op for op, _ in nodes if "BatchNorm" in op or op.startswith("Pad")]
 
     tokens = text_batch(m.config.text_config.vocab_size)
-    nodes = _kernels(compiled.compiled_text_features(m), *[tf.constant(tokens[k]) for k in TOKEN_NAMES])
+    nodes = executed_kernels(compiled.compiled_text_features(m), *[tf.constant(tokens[k]) for k in TOKEN_NAMES])
     layers = m.config.text_config.num_hidden_layers
     matmuls = [f for op, f in nodes if "MatMul" in op and "Batch" not in op]
     assert matmuls.count(("BiasAdd", "GeluExact")) == layers  # feed-forward in

@@ -17,30 +17,8 @@ from keras import layers
 
 from align_tf.models.align import AlignModel
 from align_tf.models.efficientnet import AlignVisionModel, conv_bn
+from layer_checks import executed_kernels
 from support import pixel_batch, save_hf_checkpoint, tiny_align_config, tiny_vision_config
-
-
-def _post_optimization_nodes(fn, *args):
-    """(op, fused_ops) of every node TF actually ran for `fn` (after grappler's rewrites)."""
-    from tensorflow.python.eager import context
-
-    ctx = context.context()
-    ctx.enable_run_metadata()
-    ctx.enable_graph_collection()
-    ctx.export_run_metadata()  # drop what earlier calls (another test's fit) left collected
-    try:
-        fn(*args)
-        metadata = ctx.export_run_metadata()
-    finally:
-        ctx.disable_graph_collection()
-        ctx.disable_run_metadata()
-    nodes = []
-    for graph in metadata.function_graphs:
-        for partition in graph.partition_graphs:
-            for node in partition.node:
-                fused = tuple(s.decode() for s in node.attr["fused_ops"].list.s) if "fused_ops" in node.attr else ()
-                nodes.append((node.op, fused))
-    return nodes
 
 
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="oneDNN rewrites are x86 CPU only")
@@ -49,7 +27,7 @@ def test_inference_runs_conv_batchnorm_swish_as_one_fused_kernel():
     model = AlignVisionModel(config)
     model.build()
     fn = tf.function(lambda x: model(x)["pooler_output"])
-    nodes = _post_optimization_nodes(fn, tf.constant(pixel_batch(2, 64)))
+    nodes = executed_kernels(fn, tf.constant(pixel_batch(2, 64)))
     fused = [f for op, f in nodes if "FusedConv2D" in op]
     with_swish = [f for f in fused if f == ("FusedBatchNorm", "_MklSwish")]
     # Stem + every expand conv: Conv2D, BatchNorm and swish in one kernel.
