@@ -4,6 +4,16 @@ import pytest
 
 from support import make_tiny_model_folder, write_shape_images
 
+# Kinds of test that are slow by nature: each implies the `slow` marker, so that
+# `pytest -m "not slow"` (the fast loop) leaves them out. The markers are registered in pyproject.toml.
+SLOW_KINDS = ("multiprocess", "full_size", "fuzz", "notebooks")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if any(item.get_closest_marker(kind) for kind in SLOW_KINDS):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory):

@@ -16,6 +16,7 @@ pytest.importorskip("transformers")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_gpu_benchmark_runs_without_tensorflow(tmp_path):
     out = tmp_path / "gpu.json"

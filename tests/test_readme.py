@@ -28,6 +28,7 @@ def test_readme_has_the_blocks_this_test_covers():
     assert {lang for lang, _ in BLOCKS} <= {"bash", "python", ""}
 
 
+@pytest.mark.slow  # a CLI process that loads TensorFlow and the demo model
 def test_first_command_classifies_the_bundled_examples():
     install, classify = BASH[0].split(" && ", 1)
     assert install == "pip install -e ."
@@ -50,6 +51,7 @@ def test_test_command_is_what_ci_runs():
     assert BASH[1] in ci
 
 
+@pytest.mark.slow  # each block in a fresh interpreter; one trains an epoch
 @pytest.mark.parametrize("index", range(len(PYTHON)))
 def test_python_block_runs(index, tmp_path):
     result = subprocess.run([sys.executable, "-c", PYTHON[index]], cwd=tmp_path, env=ENV,

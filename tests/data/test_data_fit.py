@@ -14,6 +14,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from support import child_pythonpath
 
@@ -85,6 +86,7 @@ def child_main(folder: str, out_path: str) -> None:
         json.dump(results, f)
 
 
+@pytest.mark.multiprocess  # fit() in a child process with two logical devices
 def test_pipeline_feeds_fit_under_default_and_mirrored_strategies(tmp_path):
     out = tmp_path / "results.json"
     env = dict(os.environ, PYTHONPATH=child_pythonpath(__file__))

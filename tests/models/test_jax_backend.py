@@ -32,6 +32,7 @@ JAX_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # a JAX process beside this one
 def test_jax_backend_matches_tensorflow(tmp_path):
     model = AlignModel(tiny_align_config())
     model.build()

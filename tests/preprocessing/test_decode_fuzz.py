@@ -17,6 +17,7 @@ from support import REPO_ROOT
 from align_tf.preprocessing.tokenizer import AlignTokenizer, TextInputError
 
 
+@pytest.mark.fuzz
 def test_mutated_images_and_random_text_end_in_results_or_named_errors(tmp_path):
     cases = int(os.environ.get("FUZZ_CASES", "300"))
     out = tmp_path / "fuzz.json"

@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from support import child_pythonpath
 
@@ -69,6 +70,7 @@ def _weights(results, key):
     return [results[f"{key}/{i}"] for i in range(count)]
 
 
+@pytest.mark.multiprocess  # the steps in a child process with two logical devices
 def test_mirrored_step_equals_single_device_step_on_global_batch(tmp_path):
     out = tmp_path / "results.npz"
     env = dict(os.environ, PYTHONPATH=child_pythonpath(__file__))
