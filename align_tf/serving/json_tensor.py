@@ -146,6 +146,13 @@ def outputs_to_json(outputs: dict, fmt: str) -> str:
         _object((alias, rows[alias][i]) for alias in arrays) for i in range(batch)) + "]")])
 
 
+def status_to_json(error: ServingError | None) -> str:
+    """MakeJsonFromStatus: nothing for OK, else {"error": <message>}."""
+    if error is None:
+        return ""
+    return _object([("error", json.dumps(error.message))])
+
+
 # -- client requests ----------------------------------------------------------------------------
 def _request_tokens(array: np.ndarray, alias: str) -> list[str]:
     flat = array.reshape(-1)

@@ -138,6 +138,7 @@ def encode_tensor_proto(array: np.ndarray, tensor_content: bool = False):
             proto.half_val.extend(array.ravel().view(np.uint16).tolist())
         else:
             getattr(proto, _TYPES[enum][2]).extend(array.ravel().tolist())
+    proto.tensor_shape.SetInParent()  # Tensor::AsProtoField writes the shape, empty for a scalar
     for size in array.shape:
         proto.tensor_shape.dim.add(size=size)
     return proto

@@ -13,6 +13,7 @@ from align_tf.serving.server.inference_apis import DEFAULT_SIGNATURE, regression
 from align_tf.serving.tensor_proto import encode_tensor_proto
 from align_tf.serving.server.manager import ModelManager
 from align_tf.serving.server.model_config import model_configs_from_proto
+from align_tf.serving.server.profiler import profiler_handler
 from align_tf.serving.server.versions import VersionState, invalid
 
 PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
@@ -132,9 +133,10 @@ def make_model_servicer(manager: ModelManager):
 
 def start_grpc_server(manager: ModelManager, address: str | list[str], max_message_bytes: int,
                       max_threads: int, channel_arguments: list[tuple[str, int | str]] = (),
-                      tensor_content: bool = False, credentials=None):
+                      tensor_content: bool = False, credentials=None, profiler: bool = True):
     """The gRPC server on one address or several ("host:port", "unix:PATH"), insecure or with
-    `credentials` (grpc.ssl_server_credentials)."""
+    `credentials` (grpc.ssl_server_credentials); TensorFlow's profiler service too unless
+    `profiler` is off (--enable_profiler)."""
     from grpc_health.v1 import health, health_pb2_grpc
     from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
@@ -148,6 +150,8 @@ def start_grpc_server(manager: ModelManager, address: str | list[str], max_messa
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(make_model_servicer(manager), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    if profiler:
+        server.add_generic_rpc_handlers((profiler_handler(),))
     for where in [address] if isinstance(address, str) else address:
         bound = server.add_secure_port(where, credentials) if credentials is not None \
             else server.add_insecure_port(where)

@@ -87,7 +87,7 @@ class ServerOptions:
         False, "Predict runs only predict / classify / regress method signatures (INTERNAL otherwise)")
     xla_cpu_compilation_enabled: bool = _flag(False, "allow XLA JIT compilation on CPU (off: disabled, as TF Serving)")
     xla_gpu_compilation_enabled: bool = _flag(False, "allow XLA JIT compilation on GPU")
-    enable_profiler: bool = _flag(True, no_effect="TensorFlow's profiler service is not on this server's port")
+    enable_profiler: bool = _flag(True, "TensorFlow's profiler service (tensorflow.ProfilerService) on the gRPC port")
     thread_pool_factory_config_file: str = _flag("", no_effect="Sessions use TensorFlow's own thread pools here")
     mixed_precision: str = _flag("", no_effect="bfloat16 auto mixed precision is a TPU / oneDNN serving option")
     skip_initialize_tpu: bool = _flag(False, no_effect="no TPU here")
@@ -247,7 +247,8 @@ def serve(options: ServerOptions) -> int:
         addresses.append("unix:" + options.grpc_socket_path)
     grpc_server, health_servicer = start_grpc_server(
         manager, addresses, options.max_message_bytes(), options.grpc_max_threads, options.channel_arguments(),
-        tensor_content=options.enable_serialization_as_tensor_content, credentials=credentials)
+        tensor_content=options.enable_serialization_as_tensor_content, credentials=credentials,
+        profiler=options.enable_profiler)
     for address in addresses:
         where = f"UNIX socket {options.grpc_socket_path}" if address.startswith("unix:") else address
         print(f"Running gRPC ModelServer at {where} ...", flush=True)

@@ -55,12 +55,15 @@ def _version(text: str | None) -> int | None:
     return int(text)
 
 
-def _model_info(pattern, method: str, path: str) -> tuple:
-    """ParseModelInfo: (name, version, label, method or subresource) from a path the pattern
-    takes, URL-decoded and checked; else 400 "Malformed request"."""
-    match = pattern.fullmatch(path)
+def parse_model_info(http_method: str, path: str) -> tuple | None:
+    """ParseModelInfo (http_rest_api_util.cc): (model name, version, label, method or
+    subresource) from a POST path (kPredictionApiGegex) or a GET path (kModelStatusApiRegex),
+    the name and label URL-decoded; None when the path is not one of those (parse_successful is
+    false), INVALID_ARGUMENT when a version does not fit an int64 or a name does not decode."""
+    pattern = {"POST": _PREDICT_PATH, "GET": _STATUS_PATH}.get(http_method)
+    match = pattern.fullmatch(path) if pattern is not None else None
     if not match:
-        raise invalid(f"Malformed request: {method} {path}")
+        return None
     name, version, label, last = match.groups()
     return _decoded(name, "model name"), _version(version), _decoded(label, "model version label"), last
 
@@ -188,22 +191,21 @@ class RestHandler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _handle
 
     def _dispatch(self, method: str, path: str, body: bytes):
-        if method == "POST":
-            name, version, label, verb = _model_info(_PREDICT_PATH, method, path)
-            if version is not None and label is not None:  # FillModelSpecWithNameVersionAndLabel
-                raise invalid(f"Both model version ({version}) and model version label ({label}) "
-                              "cannot be supplied.")
+        """HttpRestApiHandler::ProcessRequest: anything its paths do not take is "Malformed request"."""
+        info = parse_model_info(method, path)
+        if info is not None and method == "POST" and info[3] in ("predict", "classify", "regress"):
+            name, version, label, verb = info
             request = parse_json_body(body)
             signature_name = signature_name_of(request)
-            if verb.lower() != "predict":
-                return self._classify_or_regress(verb.lower(), name, version, label, signature_name, request)
+            if verb != "predict":
+                return self._classify_or_regress(verb, name, version, label, signature_name, request)
             return self._predict(name, version, label, signature_name, request, body)
-        if method == "GET":
-            name, version, label, metadata = _model_info(_STATUS_PATH, method, path)
+        if info is not None and method == "GET":
+            name, version, label, subresource = info
             if not name:  # ProcessModelStatusRequest / ProcessModelMetadataRequest
                 raise invalid("Missing model name in request.")
             manager = self.server.manager
-            reply = replies.model_metadata_reply(manager, name, version, label) if metadata \
+            reply = replies.model_metadata_reply(manager, name, version, label) if subresource == "metadata" \
                 else replies.model_status_reply(manager, name, version)  # labels ignored: TF Serving does
             return replies.reply_to_json(reply)
         raise invalid(f"Malformed request: {method} {path}")

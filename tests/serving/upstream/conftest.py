@@ -145,14 +145,19 @@ def run_server(tmp_path_factory):
 
 
 # Terminal summary: upstream cases run / passed, and the cases not applicable here.
+_UPSTREAM_IDS: set[str] = set()
 _OUTCOMES: dict[str, str] = {}
 
 
+def pytest_collection_modifyitems(items):
+    _UPSTREAM_IDS.update(item.nodeid for item in items if item.get_closest_marker("upstream"))
+
+
 def pytest_runtest_logreport(report):
-    if "serving/upstream/" not in report.nodeid.replace(os.sep, "/"):
+    if report.nodeid not in _UPSTREAM_IDS:
         return
     if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
-        _OUTCOMES[report.nodeid] = "xfailed" if hasattr(report, "wasxfail") else report.outcome
+        _OUTCOMES[report.nodeid] = report.outcome
 
 
 def pytest_terminal_summary(terminalreporter):

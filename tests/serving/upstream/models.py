@@ -10,6 +10,9 @@ scripts (release 2.20, `tensorflow_serving/servables/tensorflow/testdata/`):
   `saved_model_main_op`), `saved_model_half_plus_two_2_versions` (TF 1.1: versions `00000123/`
   and `00000124/`, `legacy_init_op`, a `classify_x2_to_y3` signature),
   `saved_model_half_plus_three` (TF 1.0: `legacy_init_op`, signature tensors without shapes);
+- TensorFlow's `cc/saved_model/testdata/half_plus_two`, which the C++ tests load (the same
+  script's model, with `classify_x2_to_y3`), and a model without signatures in place of
+  `bad_half_plus_two` (a SessionBundle export upstream; no wire difference: nothing to serve);
 - `export_counter.py`: `saved_model_counter`, a reference variable with assign ops behind four
   stateful predict signatures;
 - `tensorflow_model_server_test.py`'s own models (`tf.saved_model.save` of a `tf.train.Checkpoint`,
@@ -147,6 +150,21 @@ def half_plus_two_tf1(export_dir: str, *, b: float = 2.0, c: float = 3.0, main_o
         os.makedirs(os.path.join(export_dir, "assets.extra"), exist_ok=True)
         with open(os.path.join(export_dir, "assets.extra", "mlmd_uuid"), "w") as f:
             f.write(mlmd_uuid)
+    return export_dir
+
+
+def no_signatures(export_dir: str) -> str:
+    """bad_half_plus_two (predict_util_test.cc ModelMissingSignatures): a model that loads but
+    has no signature to serve."""
+    tf1 = _tf1()
+    with tf1.Session(graph=tf1.Graph()) as sess:
+        a = tf1.Variable(0.5, name="a", use_resource=False)
+        x = tf1.placeholder(tf1.float32, name="x")
+        tf1.identity(a * x + 2.0, name="y")
+        sess.run(tf1.global_variables_initializer())
+        builder = tf1.saved_model.Builder(export_dir)
+        builder.add_meta_graph_and_variables(sess, ["serve"])
+        builder.save()
     return export_dir
 
 
@@ -350,6 +368,11 @@ def write_all(root: str) -> dict[str, str]:
             j(root, "saved_model_half_plus_three", "00000123"), b=3.0, c=4.0, main_op="legacy_init_op",
             separate_y3_variables=False, signature_shapes=False),
         "saved_model_counter": counter(j(root, "saved_model_counter", "00000123")),
+        # TensorFlow's cc/saved_model/testdata/half_plus_two (the C++ tests' model): the same
+        # script, with classify_x2_to_y3.
+        "half_plus_two": half_plus_two_tf1(j(root, "half_plus_two", "00000123"), main_op="legacy_init_op",
+                                           separate_y3_variables=False, classify_x2_to_y3=True),
+        "bad_half_plus_two": no_signatures(j(root, "bad_half_plus_two", "00000123")),
         "tf_saved_model_save": checkpoint_function(j(root, "tf_saved_model_save", "00000123")),
         "tf_saved_model_save_multiple_signatures": multiple_signatures(
             j(root, "tf_saved_model_save_multiple_signatures", "00000123")),

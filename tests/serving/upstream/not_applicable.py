@@ -14,4 +14,11 @@ NOT_APPLICABLE: tuple[tuple[str, str], ...] = (
     ("servables/tensorflow/regression_service_test.cc::ModelSpecOverride",
      "RegressWithModelSpec: an in-process C++ entry point taking a ModelSpec apart from the "
      "request; a Regress RPC carries only the request's"),
+    ("servables/tensorflow/predict_impl_test.cc::PredictImplTest.ModelSpecOverride",
+     "TensorflowPredictor::PredictWithModelSpec, an in-process C++ API: a PredictRequest on the wire "
+     "has one model_spec, no override"),
+    ("model_servers/get_model_status_impl_test.cc::GetModelStatusImplTest.ModelSpecOverride",
+     "GetModelStatusImpl::GetModelStatusWithModelSpec, an in-process C++ API with no wire form"),
+    ("servables/tensorflow/get_model_metadata_impl_test.cc::GetModelMetadataImplTest.ModelSpecOverride",
+     "GetModelMetadataImpl::GetModelMetadataWithModelSpec, an in-process C++ API with no wire form"),
 )

@@ -348,17 +348,27 @@ def test_distrat_sequential_keras_saved_model_save(upstream_models, run_server):
 
 @upstream("test_profiler_service_with_valid_trace_request")
 def test_profiler_service_with_valid_trace_request(upstream_models, run_server, tmp_path):
-    """Upstream sends REST predicts while `profiler_client.trace` asks the gRPC port for a trace
-    and asserts nothing but that no exception escapes. The profiler service is TensorFlow's
-    (tensorflow.ProfilerService on the model server's gRPC port)."""
+    """Upstream sends a REST predict each second for 3 seconds while profiler_client.trace asks
+    the gRPC port for a 1 s trace, and asserts that no exception escapes."""
+    import threading
+
     from tensorflow.python.profiler import profiler_client
 
     _, grpc_address, rest_address = run_server("default", bundle(upstream_models))
-    for _ in range(3):
-        call_rest(f"http://{rest_address}/v1/models/default:predict", {"instances": [2.0, 3.0, 4.0]})
+
+    def requests():
+        for _ in range(3):
+            call_rest(f"http://{rest_address}/v1/models/default:predict", {"instances": [2.0, 3.0, 4.0]})
+            time.sleep(1)
+
+    sender = threading.Thread(target=requests)
+    sender.start()
     logdir = tmp_path / "logs"
     logdir.mkdir()
-    profiler_client.trace(grpc_address, str(logdir), 1000, "", 10)
+    try:
+        profiler_client.trace(grpc_address, str(logdir), 1000, "", 10)
+    finally:
+        sender.join()
 
 
 @upstream("test_tf_text")
