@@ -31,7 +31,6 @@ from align_tf.serving.server.versions import LoadedVersion, invalid, run_error
 DEFAULT_SIGNATURE = "serving_default"
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 REGRESS_METHOD = "tensorflow/serving/regress"
-PREDICT_METHOD = "tensorflow/serving/predict"
 INPUTS = "inputs"                   # kClassifyInputs, kRegressInputs
 CLASSES, SCORES = "classes", "scores"  # kClassifyOutputClasses, kClassifyOutputScores
 OUTPUTS = "outputs"                 # kRegressOutputs
@@ -49,7 +48,7 @@ class Classification:
         """Fill a ClassificationResult (PostProcessClassificationResult's loop)."""
         from tensorflow_serving.apis import classification_pb2
 
-        rows, width = (self.labels if self.labels is not None else self.scores).shape
+        rows = (self.labels if self.labels is not None else self.scores).shape[0]
         labels = _text_labels(self.labels) if self.labels is not None else None
         scores = self.scores.tolist() if self.scores is not None else None
         make = classification_pb2.Class
@@ -103,9 +102,9 @@ def serialized_examples(request_input, limits: RequestLimits = RequestLimits()) 
                       f"{limits.max_batch_size}")
     total = sum(e.ByteSize() for e in examples) + count * (len(context) + STRING_OVERHEAD_BYTES)
     if total > limits.max_decoded_bytes:
-        raise invalid(f"input: {count} examples{' with a context of ' + str(len(context)) + ' bytes' if context else ''} "
-                      f"would take {total} bytes once serialized; the limit is "
-                      f"{limits.max_decoded_bytes} bytes")
+        with_context = f" with a context of {len(context)} bytes" if context else ""
+        raise invalid(f"input: {count} examples{with_context} would take {total} bytes once "
+                      f"serialized; the limit is {limits.max_decoded_bytes} bytes")
     out = np.empty(count, dtype=object)
     out[:] = [context + e.SerializeToString() for e in examples]
     return out

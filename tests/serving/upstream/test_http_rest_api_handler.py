@@ -2,8 +2,7 @@
 HttpRestApiHandler::ProcessRequest is a REST request to `align-tf serve` (started by
 `run_server` with upstream's server core: model saved_model_half_plus_two_2_versions over
 TensorFlow's half_plus_two test model, version 123, label Version_Label -> 123). The status is
-read from the HTTP status (TF Serving's ToHTTPStatusCode), the message from the JSON "error".
-Regress and Classify are skipped until the serving-classify branch is merged."""
+read from the HTTP status (TF Serving's ToHTTPStatusCode), the message from the JSON "error"."""
 
 from __future__ import annotations
 
@@ -14,7 +13,6 @@ import os
 import pytest
 
 UPSTREAM = "model_servers/http_rest_api_handler_test.cc"
-CLASSIFY_SKIP = pytest.mark.skip(reason="Classify: serving-classify branch")
 MODEL = "saved_model_half_plus_two_2_versions"
 TESTDATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "testdata")
 INVALID_ARGUMENT, NOT_FOUND = 400, 404
@@ -132,7 +130,6 @@ def test_predict(rest):
               '{"signature_name": "serving_default", "inputs": [3.0, 4.0]}', '{ "outputs": [3.5, 4.0] }')
 
 
-@CLASSIFY_SKIP
 @upstream("HttpRestApiHandlerTest.Regress")
 def test_regress(rest):
     body = '{"signature_name": "regress_x_to_y", "examples": [ { "x": 80.0 } ] }'
@@ -141,7 +138,6 @@ def test_regress(rest):
         expect_ok(rest, "POST", path, body, '{ "results": [42] }')
 
 
-@CLASSIFY_SKIP
 @upstream("HttpRestApiHandlerTest.Classify")
 def test_classify(rest):
     expect_ok(rest, "POST", f"/v1/models/{MODEL}:classify",

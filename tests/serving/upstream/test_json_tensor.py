@@ -8,10 +8,12 @@ one test each (snake_case of the upstream name), against this server's JSON code
 - MakeJsonFromTensors(tensormap, format) -> outputs_to_json (tensors from upstream's TensorProto
   text; replies compared as JSON documents, CompareJson; CompareJsonAllValuesAsStrings compares
   number tokens as text);
-- MakeJsonFromStatus -> status_to_json.
-
-The tf.Example request and result cases (ClassifyRegressRequestTest, ClassifyRegressnResultTest)
-are skipped until the serving-classify branch is merged.
+- MakeJsonFromStatus -> status_to_json;
+- FillClassificationRequestFromJson / FillRegressionRequestFromJson -> parse_json_body +
+  align_tf/serving/example_json.py request_from_json (the request's Input, and the signature
+  name when the body has one); MakeJsonFromClassificationResult / MakeJsonFromRegressionResult ->
+  classification_json / regression_json, given the result's columns (the REST handler writes
+  from them).
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ from align_tf.serving.json_tensor import (outputs_to_json, parse_json_body, pars
                                           signature_name_of, status_to_json)
 
 UPSTREAM = "util/json_tensor_test.cc"
-CLASSIFY_SKIP = pytest.mark.skip(reason="Classify: serving-classify branch")
 DTYPES = {"DT_INT32": tf.int32, "DT_FLOAT": tf.float32, "DT_DOUBLE": tf.float64, "DT_STRING": tf.string}
 
 
@@ -388,49 +389,196 @@ def test_from_json_multiple_zero_batch_tensors_errors():
                       'string_val: "foo" string_val: "bar"'}).message
 
 
-@CLASSIFY_SKIP
-@pytest.mark.parametrize("request_type", ["ClassificationRequest", "RegressionRequest"])
+def fill_classify_regress(json_text: str, request_type: str):
+    """FillClassificationRequestFromJson / FillRegressionRequestFromJson -> parse_json_body +
+    example_json.request_from_json: the request proto they fill (model_spec.signature_name
+    only when the body names one, as FillSignature sets it)."""
+    from tensorflow_serving.apis import classification_pb2, regression_pb2
+
+    from align_tf.serving.example_json import request_from_json
+
+    doc = parse_json_body(json_text.encode())
+    signature_name, request_input = request_from_json(doc)
+    module = classification_pb2 if request_type == "ClassificationRequest" else regression_pb2
+    request = getattr(module, request_type)(input=request_input)
+    if "signature_name" in doc:
+        request.model_spec.signature_name = signature_name
+    return request
+
+
+def expected_request(text: str, request_type: str):
+    from tensorflow_serving.apis import classification_pb2, regression_pb2
+
+    module = classification_pb2 if request_type == "ClassificationRequest" else regression_pb2
+    return text_format.Parse(text, getattr(module, request_type)())
+
+
+def approximately_equal(ours, expected) -> None:
+    """MessageDifferencer with approximate floats and NaN equal to NaN: float values compared
+    as float32, NaN replaced by one marker in both."""
+    def normalized(request):
+        copy = type(request)()
+        copy.CopyFrom(request)
+        which = copy.input.WhichOneof("kind")
+        holder = getattr(copy.input, which) if which else None
+        examples = list(holder.examples) if holder is not None else []
+        if which == "example_list_with_context":
+            examples.append(holder.context)
+        for example in examples:
+            for feature in example.features.feature.values():
+                values = [12345.0 if v != v else float(np.float32(v)) for v in feature.float_list.value]
+                if feature.WhichOneof("kind") == "float_list":
+                    del feature.float_list.value[:]
+                    feature.float_list.value.extend(values)
+        return copy
+    assert normalized(ours) == normalized(expected), (ours, expected)
+
+
+REQUEST_TYPES = ["ClassificationRequest", "RegressionRequest"]
+
+
+@pytest.mark.parametrize("request_type", REQUEST_TYPES)
 @upstream("ClassifyRegressRequestTest.RequestNoContext")
 def test_classify_regress_request_no_context(request_type):
-    raise AssertionError("ported with Classify / Regress")
+    ours = fill_classify_regress("""
+    {
+      "examples": [
+        { "names": [ "foo", "bar" ], "ratings": [ 8.0, 9.0 ], "age": 20 },
+        { "names": [ "baz" ], "ratings": 6.0 }
+      ]
+    }""", request_type)
+    approximately_equal(ours, expected_request("""
+    input { example_list {
+      examples { features {
+        feature { key: "names" value { bytes_list { value: "foo" value: "bar" } } }
+        feature { key: "ratings" value { float_list { value: 8.0 value: 9.0 } } }
+        feature { key: "age" value { int64_list { value: 20 } } } } }
+      examples { features {
+        feature { key: "names" value { bytes_list { value: "baz" } } }
+        feature { key: "ratings" value { float_list { value: 6.0 } } } } } } }""", request_type))
 
 
-@CLASSIFY_SKIP
-@pytest.mark.parametrize("request_type", ["ClassificationRequest", "RegressionRequest"])
+@pytest.mark.parametrize("request_type", REQUEST_TYPES)
 @upstream("ClassifyRegressRequestTest.RequestWithContextAndSignature")
 def test_classify_regress_request_with_context_and_signature(request_type):
-    raise AssertionError("ported with Classify / Regress")
+    ours = fill_classify_regress("""
+    {
+      "signature_name": "custom_signture",
+      "context": { "query": "pizza", "location": [ "sfo" ] },
+      "examples": [
+        { "names": [ "foo", "bar" ], "ratings": [ 8.0, 9.0, NaN, Infinity ], "age": 20 },
+        { "names": [ "baz", { "b64": "aGVsbG8=" } ], "ratings": 6.0, "intboolmix": [ 1, true, false ] },
+        { "names": "bar", "ratings": -Infinity }
+      ]
+    }""", request_type)
+    approximately_equal(ours, expected_request("""
+    model_spec { signature_name: "custom_signture" }
+    input { example_list_with_context {
+      context { features {
+        feature { key: "query" value { bytes_list { value: "pizza" } } }
+        feature { key: "location" value { bytes_list { value: "sfo" } } } } }
+      examples { features {
+        feature { key: "names" value { bytes_list { value: "foo" value: "bar" } } }
+        feature { key: "ratings" value { float_list { value: 8.0 value: 9.0 value: NaN value: Infinity } } }
+        feature { key: "age" value { int64_list { value: 20 } } } } }
+      examples { features {
+        feature { key: "names" value { bytes_list { value: "baz" value: "hello" } } }
+        feature { key: "ratings" value { float_list { value: 6.0 } } }
+        feature { key: "intboolmix" value { int64_list { value: 1 value: 1 value: 0 } } } } }
+      examples { features {
+        feature { key: "names" value { bytes_list { value: "bar" } } }
+        feature { key: "ratings" value { float_list { value: -Infinity } } } } } } }""", request_type))
 
 
-@CLASSIFY_SKIP
-@pytest.mark.parametrize("request_type", ["ClassificationRequest", "RegressionRequest"])
+@pytest.mark.parametrize("request_type", REQUEST_TYPES)
 @upstream("ClassifyRegressRequestTest.JsonErrors")
 def test_classify_regress_request_json_errors(request_type):
-    raise AssertionError("ported with Classify / Regress")
+    cases = [
+        ('{"signature_name": [ "hello" ], "examples": [ { "names": [ "foo", "bar" ] } ]}',
+         "'signature_name' key must be a string"),
+        ('{"context": [ { "names": [ "foo", "bar" ] } ]}', "Example must be JSON object"),
+        ('{"examples": { "names": [ "foo", "bar" ] }}', "list/array"),
+        ('{"examples": [ [ { "names": [ "foo", "bar" ] } ] ]}', "Example must be JSON object"),
+        ('{"examples": [ { "names": [ 10, null ] } ]}', "names has element with unexpected JSON type: Null"),
+        ('{"examples": [ { "names": [ 10, 10.0 ] } ]}', "feature: names expecting type: int64"),
+        ('{"examples": [ { "names": [ 10, { "test": 10 } ] } ]}',
+         "names has element with unexpected JSON type: Object"),
+        ('{"examples": [ { "names": [ [10], 20 ] } ]}', "names has element with unexpected JSON type: Array"),
+        ('{"examples": [ { "names": [ 20, 18446744073709551603 ] } ]}', "Only int64_t is supported"),
+    ]
+    for body, words in cases:
+        with pytest.raises(ServingError) as info:
+            fill_classify_regress(body, request_type)
+        assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT, body
+        assert words in info.value.message, (body, info.value.message)
 
 
-@CLASSIFY_SKIP
+def classification_columns(text: str):
+    """A ClassificationResult (text) as the columns the server's writer takes."""
+    from tensorflow_serving.apis import classification_pb2
+
+    result = text_format.Parse(text, classification_pb2.ClassificationResult())
+    rows = [[(c.label.encode(), c.score) for c in k.classes] for k in result.classifications]
+    width = len(rows[0]) if rows else 0
+    labels = np.empty((len(rows), width), dtype=object)
+    labels[...] = [[label for label, _ in row] for row in rows] if rows else labels
+    scores = np.array([[score for _, score in row] for row in rows], np.float32).reshape(len(rows), width)
+    return labels, scores
+
+
+def regression_values(text: str) -> np.ndarray:
+    from tensorflow_serving.apis import regression_pb2
+
+    result = text_format.Parse(text, regression_pb2.RegressionResult())
+    return np.array([r.value for r in result.regressions], np.float32)
+
+
 @upstream("ClassifyRegressnResultTest.JsonFromClassificationResult")
 def test_json_from_classification_result():
-    raise AssertionError("ported with Classify / Regress")
+    from align_tf.serving.example_json import classification_json
+
+    labels, scores = classification_columns("""
+        classifications { classes { label: "car" score: 0.2 } classes { label: "bike" score: 0.7 }
+                          classes { label: "bus" score: 0.1 } }
+        classifications { classes { label: "car" score: 0.7 } classes { label: "bike" score: 0.1 }
+                          classes { label: "bus" score: 0.2 } }""")
+    compare_json(classification_json(labels, scores).decode(), """{
+        "results": [ [ ["car", 0.2], ["bike", 0.7], ["bus", 0.1] ],
+                     [ ["car", 0.7], ["bike", 0.1], ["bus", 0.2] ] ] }""")
 
 
-@CLASSIFY_SKIP
 @upstream("ClassifyRegressnResultTest.JsonFromRegressionResult")
 def test_json_from_regression_result():
-    raise AssertionError("ported with Classify / Regress")
+    from align_tf.serving.example_json import regression_json
+
+    values = regression_values("regressions { value: 0.2 } regressions { value: 0.9 } regressions { value: 1.0 }")
+    compare_json(regression_json(values).decode(), '{ "results": [ 0.2, 0.9, 1.0 ] }')
 
 
-@CLASSIFY_SKIP
 @upstream("ClassifyRegressnResultTest.JsonFromRegressionResultWithNonFinite")
 def test_json_from_regression_result_with_non_finite():
-    raise AssertionError("ported with Classify / Regress")
+    from align_tf.serving.example_json import regression_json
+
+    values = regression_values("regressions { value: 0.2 } regressions { value: Infinity } "
+                               "regressions { value: 1.0 } regressions { value: -Infinity } "
+                               "regressions { value: NaN }")
+    compare_json_all_values_as_strings(regression_json(values).decode(),
+                                       '{ "results": [ 0.2, Infinity, 1.0, -Infinity, NaN ] }')
 
 
-@CLASSIFY_SKIP
 @upstream("ClassifyRegressnResultTest.JsonFromResultErrors")
 def test_json_from_result_errors():
-    raise AssertionError("ported with Classify / Regress")
+    from align_tf.serving.example_json import classification_json, regression_json
+
+    labels, scores = classification_columns("")
+    with pytest.raises(ServingError) as info:
+        classification_json(labels, scores)
+    assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "empty ClassificationResults" in info.value.message
+    with pytest.raises(ServingError) as info:
+        regression_json(regression_values(""))
+    assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "empty RegressionResults" in info.value.message
 
 
 @upstream("MakeJsonFromTensors.StatusOK")
