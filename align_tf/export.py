@@ -150,6 +150,10 @@ def serving_functions(model, processor, precision: str | None = None,
 
     def embed_pixels(pixel_values):
         checks = [_assert_not_empty(pixel_values, "pixel_values", "image")]
+        if height and width:  # TF Serving does not check shapes: the graph must
+            checks.append(tf.debugging.assert_equal(
+                tf.shape(pixel_values)[1:], tf.constant([height, width, 3]),
+                message=f"pixel_values: expected images of {height}x{width}x3 (NHWC)"))
         with tf.control_dependencies(checks):
             return {"image_embeds": image_features(tf.identity(pixel_values))}
 
