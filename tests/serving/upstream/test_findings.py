@@ -1,4 +1,4 @@
-"""Issue 19's findings 1, 2, 4, 5, 6, 7 and 8, one test each (not upstream cases: each fails on
+"""Issue 19's findings 1 to 8, one test each (not upstream cases: each fails on
 the server as it was before the issue), TF Serving 2.20's source as the specification, on TF
 Serving's own test models (models.py). In-process where the server's parts can be driven
 directly (ModelManager, LoadedVersion, the JSON codec, the command line parser), as a
@@ -56,6 +56,39 @@ def test_finding_2_inputs_are_checked_by_name_and_dtype_not_shape(upstream_model
         manager.predict("k", None, None, "", {"x": np.array([[True]])})
     assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert "Expects arg[0] to be float but bool is provided" in info.value.message
+
+
+def test_finding_3_classify_regress_and_multi_inference_run(upstream_models):
+    """classifier.cc / regressor.cc / multi_inference.cc over tf.Examples, for TF1 and TF2
+    models, and TF2 predict-method signatures without a method-name error (the check is off
+    unless --enable_signature_method_name_check); REST's examples JSON (json_tensor.cc) and
+    results format. Before: the method-name error for TF2, UNIMPLEMENTED for real classify /
+    regress signatures and MultiInference."""
+    from tensorflow_serving.apis import inference_pb2, input_pb2
+
+    from align_tf.serving.example_json import classification_json, regression_json, request_from_json
+    from align_tf.serving.json_tensor import parse_json_body
+
+    request_input = input_pb2.Input()
+    request_input.example_list.examples.add().features.feature["x"].float_list.value.append(2.0)
+    for name in ("saved_model_half_plus_two_cpu", "saved_model_half_plus_two_tf2_cpu"):
+        manager = _manager("m", upstream_models[name])
+        version, result = manager.classify("m", None, None, "classify_x_to_y", request_input)
+        assert version == 123 and result.scores.tolist() == [[3.0]] and result.labels is None
+        assert manager.regress("m", None, None, "regress_x_to_y", request_input)[1].tolist() == [3.0]
+        request = inference_pb2.MultiInferenceRequest(input=request_input)
+        for signature, method in (("regress_x_to_y", "regress"), ("classify_x_to_y", "classify")):
+            task = request.tasks.add(method_name=f"tensorflow/serving/{method}")
+            task.model_spec.name, task.model_spec.signature_name = "m", signature
+        reply = manager.multi_inference(request, None, None)
+        assert reply.results[0].regression_result.regressions[0].value == 3.0
+        assert reply.results[1].classification_result.classifications[0].classes[0].score == 3.0
+        signature, rest_input = request_from_json(parse_json_body(
+            b'{"signature_name": "classify_x_to_y", "examples": [{"x": 2.0}], "context": {"y": [1, 2]}}'))
+        _, result = manager.classify("m", None, None, signature, rest_input)
+        assert json.loads(classification_json(result.labels, result.scores)) == {"results": [[["", 3.0]]]}
+        _, values = manager.regress("m", None, None, "regress_x_to_y", rest_input)
+        assert json.loads(regression_json(values)) == {"results": [3.0]}
 
 
 def test_finding_4_string_outputs_keep_every_byte_in_every_reply_format():
