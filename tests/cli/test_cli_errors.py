@@ -39,6 +39,7 @@ def test_user_errors_are_one_line_and_exit_2(args, named, tmp_path):
     assert not os.listdir(tmp_path)  # nothing was written
 
 
+@pytest.mark.slow  # two classify processes, each loading TensorFlow and the demo model
 def test_successful_classify_prints_no_tensorflow_log_lines(tmp_path):
     from align_tf.assets import example_images_path
 
