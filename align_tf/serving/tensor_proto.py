@@ -31,6 +31,7 @@ _TYPES = {
     19: (np.float16, "float16", "half_val"), 22: (np.uint32, "uint32", "uint32_val"),
     23: (np.uint64, "uint64", "uint64_val"),
 }
+_INT64_MAX = 2 ** 63 - 1
 _ENUM_BY_NUMPY = {np.dtype(t): enum for enum, (t, _, _) in _TYPES.items() if t is not object}
 
 
@@ -57,7 +58,16 @@ class TensorHeader:
         if any(d < 0 for d in self.shape):
             raise _invalid(f"tensor parsing error: {alias} (shape {list(self.shape)} has a negative "
                            "dimension; a tensor's dimensions are >= 0)")
-        self.num_elements = math.prod(self.shape)
+        count = 1  # TensorShape::IsValid: the running product must not overflow int64
+        for size in self.shape:
+            count *= size
+            if count > _INT64_MAX:
+                raise _invalid(f"tensor parsing error: {alias} (shape {list(self.shape)} has more "
+                               "elements than an int64 counts)")
+        if count == 0 and math.prod(d for d in self.shape if d) > _INT64_MAX:
+            raise _invalid(f"tensor parsing error: {alias} (shape {list(self.shape)} cannot be held "
+                           "by an array here)")  # numpy sizes the dims of an empty array too
+        self.num_elements = count
 
     def decoded_bytes(self) -> int:
         """Bytes the decoded tensor takes, padding included, computed from the header alone."""

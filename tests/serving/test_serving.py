@@ -245,7 +245,9 @@ ERROR_CASES = {
     "corrupt image": lambda c, d: c.embed_image([b"<html>not an image</html>"]),
     "empty batch": lambda c, d: c.embed_text([]),
     "wrong dtype": lambda c, d: c.predict("embed_text", {"text": np.array([1.0, 2.0], np.float32)}),
-    "wrong shape": lambda c, d: c.embed_pixels(np.zeros((1, 8, 8, 3), np.float32)),
+    # TF Serving does not check shapes against the signature (predict_util.cc): the graph does,
+    # so the wrong shape is one the graph cannot run (no channel axis), not just another size.
+    "wrong shape": lambda c, d: c.embed_pixels(np.zeros((1, 8, 8), np.float32)),
     "batch too large": lambda c, d: c.embed_text(["x"] * 257),
     "unknown signature": lambda c, d: c.predict("embed_audio", {"text": np.array([b"x"], object)}),
     "unknown model": lambda c, d: _other_client(c, d, model_name="no_such_model").embed_text(["x"]),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import threading
 from dataclasses import dataclass, field, fields
 
@@ -213,10 +214,19 @@ def version_text() -> str:
 
 def serve(options: ServerOptions) -> int:
     """Run until SIGTERM / SIGINT."""
+    # TensorFlow's own CPU kernels, as in TF Serving's standard build, not oneDNN's: the Session
+    # runs inputs of any shape (the graph decides, as in TF Serving), and oneDNN's Conv2D aborts
+    # the process on an input of the wrong rank where TensorFlow's answers INVALID_ARGUMENT.
+    # Read when TensorFlow starts; TF_ENABLE_ONEDNN_OPTS=1 in the environment keeps oneDNN.
+    tf_started = "tensorflow" in sys.modules
+    if not tf_started:
+        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     if options.version:
         print(version_text())
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if tf_started and os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0":
+        log.warning("TensorFlow was started before serve(): its oneDNN kernels stay on")
     for line in options.no_effect_flags():
         log.warning("flag has no effect on this server: %s", line)
     if options.port == 0 and not options.grpc_socket_path:

@@ -241,3 +241,32 @@ def test_finding_8_messages_word_for_word(upstream_models, tmp_path):
     bad.write_text("improperly formatted file")
     with pytest.raises(ServerConfigError, match="^Error parsing text-format tensorflow.serving.ModelServerConfig: 1:1"):
         read_model_config_file(str(bad))
+
+
+def test_finding_7_ssl_config_file_serves_grpc_over_tls(tmp_path):
+    """server.cc BuildServerCredentials: --ssl_config_file (an SSLConfig text proto with
+    server_key and server_cert) puts gRPC behind TLS; a TLS client trusting the certificate gets
+    answers, a plaintext one does not."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from align_tf.serving.server import ModelManager, ServerOptions, start_grpc_server
+
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=localhost"], check=True, capture_output=True)
+    config = tmp_path / "ssl.config"
+    config.write_text(f"server_key: {json.dumps(key.read_text())}\nserver_cert: {json.dumps(cert.read_text())}\n"
+                      "client_verify: false\n")
+    credentials = ServerOptions(ssl_config_file=str(config)).grpc_credentials()
+    address = f"127.0.0.1:{free_port()}"
+    server, _ = start_grpc_server(ModelManager([]), address, 1 << 20, 2, credentials=credentials)
+    try:
+        secure = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
+        with grpc.secure_channel(address, secure, options=[("grpc.ssl_target_name_override", "localhost")]) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=20)
+        assert reply.status in (health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING)
+        with grpc.insecure_channel(address) as channel, pytest.raises(grpc.RpcError) as info:
+            health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        server.stop(grace=None)
