@@ -153,13 +153,16 @@ def test_declared_sizes_are_refused_before_decoding():
 
     limits = RequestLimits(max_decoded_bytes=1 << 20)
     for dtype, shape, values in ((7, [2 ** 31], {}), (7, [64], {"string_val": [b"x" * 20_000]}),
-                                 (1, [2 ** 62, 2 ** 62], {"float_val": [1.0]})):
+                                 (1, [2 ** 31, 2 ** 31], {"float_val": [1.0]})):
         proto = tensor_pb2.TensorProto(dtype=dtype, **values)
         for size in shape:
             proto.tensor_shape.dim.add(size=size)
         with pytest.raises(ServingError, match="once decoded; the limit is 1048576 bytes"):
             decode_tensors({"x": proto}, limits)
-    for shape, words in (([-1], "negative dimension"), ([1] * 33, "rank 33")):
+    # Shapes TensorShape::IsValid refuses: a negative dimension, more elements than an int64
+    # counts (2**62 x 2**62), and (this server's bound) more than 32 dimensions.
+    for shape, words in (([-1], "negative dimension"), ([2 ** 62, 2 ** 62], "more elements than an int64"),
+                         ([1] * 33, "rank 33")):
         proto = tensor_pb2.TensorProto(dtype=1, float_val=[1.0])
         for size in shape:
             proto.tensor_shape.dim.add(size=size)
