@@ -93,7 +93,9 @@ def serving_functions(model, processor, precision: str | None = None,
     if precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if getattr(model, "frozen_inference", True):
-        # One function per tower, called by each signature: its constants are stored once.
+        # One function per tower, called by each signature: its constants are stored once. The
+        # image tower's depthwise convs stay DepthwiseConv2dNative (the graph must run in any
+        # runtime: TF Serving's standard build, oneDNN off, GPUs).
         text_tower = tf.function(frozen.text_features_graph(model, precision), autograph=False,
                                  input_signature=TOKENS_SPEC)
         image_tower = tf.function(

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from align_tf.models.frozen import image_features_graph, text_features_graph, weights_token
+from align_tf.models.frozen import (image_features_graph, onednn_grouped_depthwise, text_features_graph,
+                                    weights_token)
 
 TOKENS_SPEC = [tf.TensorSpec([None, None], tf.int32, name=n)
                for n in ("input_ids", "attention_mask", "token_type_ids")]
@@ -68,7 +69,8 @@ def compiled_image_features(model, height=None, width=None):
     if key not in cache:
         spec = tf.TensorSpec([None, key[0], key[1], 3], tf.float32, name="pixel_values")
         if frozen(model):
-            graph = cache.get("graph") or image_features_graph(model.vision_model, inference_dtype(model))
+            graph = cache.get("graph") or image_features_graph(
+                model.vision_model, inference_dtype(model), onednn_grouped_depthwise())
             cache["graph"] = graph  # one weight snapshot for every size
 
             def fn(pixel_values):  # a function of its own per size (no retracing warnings)

@@ -4,8 +4,11 @@ model's weights, taken in the inference precision.
 Why (docs/performance.md has the measurements): TensorFlow's oneDNN kernels fuse only the
 patterns they know, and the Keras layers' graph hides some of them.
 - BatchNorm folded into each convolution's kernel and bias once, at snapshot time, instead of
-  per-channel post-ops on every output: conv + bias + swish (depthwise included, as a grouped
-  Conv2D) and project conv + bias + residual add each run as one kernel.
+  per-channel post-ops on every output: conv + bias + swish and project conv + bias + residual
+  add each run as one kernel. Under oneDNN on a CPU the depthwise convs are grouped Conv2Ds, so
+  that they fuse bias + swish too; everywhere else (oneDNN off, GPUs, and every SavedModel,
+  which must run in any TensorFlow runtime: TF Serving's standard build has no oneDNN) they stay
+  DepthwiseConv2dNative, as TensorFlow's own fused-conv kernels refuse grouped convolutions.
 - Weights stored in bfloat16 / float16 under a mixed-precision policy, so no cast of 172M
   parameters on every call (the Keras graph casts its float32 variables each time).
 - Text: Q, K and V as one matmul, matmul + bias + exact GELU and matmul + bias + residual as
@@ -69,15 +72,28 @@ def _activate(y, name: str):
 
 
 # -- image tower ------------------------------------------------------------------------------
-def _folded(conv, bn):
-    """(kernel, bias) of conv followed by inference BatchNorm; depthwise kernels as the
-    [kh, kw, 1, C] filter of a grouped Conv2D (which fuses bias and activation, where
-    DepthwiseConv2dNative fuses no activation but ReLU-like ones)."""
+def onednn_grouped_depthwise() -> bool:
+    """Whether this process's inference graphs may run depthwise convs as grouped Conv2D: only
+    on CPU with oneDNN on (TF_ENABLE_ONEDNN_OPTS). oneDNN fuses grouped Conv2D + bias + swish,
+    where it fuses DepthwiseConv2dNative with ReLU-like activations only; TensorFlow's own
+    fused-conv kernel (oneDNN off) refuses grouped convolutions, and GPUs are not measured."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+        onednn = bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):
+        return False
+    return onednn and not tf.config.list_logical_devices("GPU")
+
+
+def _folded(conv, bn, grouped: bool = False):
+    """(kernel, bias) of conv followed by inference BatchNorm; with `grouped`, depthwise kernels
+    as the [kh, kw, 1, C] filter of a grouped Conv2D (see onednn_grouped_depthwise)."""
     scale = _host(bn.gamma) / np.sqrt(_host(bn.moving_variance) + bn.epsilon)
     bias = _host(bn.beta) - _host(bn.moving_mean) * scale
     kernel = _host(conv.kernel)
     if conv.__class__.__name__ == "DepthwiseConv2D":
-        return np.transpose(kernel * scale[None, None, :, None], (0, 1, 3, 2)), bias
+        kernel = kernel * scale[None, None, :, None]
+        return (np.transpose(kernel, (0, 1, 3, 2)) if grouped else kernel), bias
     return kernel * scale, bias
 
 
@@ -92,9 +108,11 @@ def _stride2_padding(x, pad_layer, kernel_size):
     return tf.pad(x, [[0, 0], [top, bottom], [left, right], [0, 0]]), "VALID"
 
 
-def image_features_graph(vision_model, dtype="float32"):
+def image_features_graph(vision_model, dtype="float32", grouped_depthwise: bool = False):
     """pixel_values [N, H, W, 3] float32 -> pooled features [N, D] float32, as a Python
-    function to trace (static H and W pad implicitly, as in align_tf.models.compiled)."""
+    function to trace (static H and W pad implicitly, as in align_tf.models.compiled).
+    `grouped_depthwise`: depthwise convs as grouped Conv2D, for oneDNN on a CPU only
+    (onednn_grouped_depthwise); the default graph runs in any TensorFlow runtime."""
     dtype = tf.as_dtype(dtype)
     config = vision_model.config
     act = config.hidden_act
@@ -107,7 +125,8 @@ def image_features_graph(vision_model, dtype="float32"):
             block=block,
             expand=(_constants(_folded(block.expand_conv, block.expand_bn), dtype)
                     if block.expand else None),
-            depthwise=_constants(_folded(block.depthwise_conv, block.depthwise_norm), dtype),
+            depthwise=_constants(_folded(block.depthwise_conv, block.depthwise_norm,
+                                         grouped_depthwise), dtype),
             # Squeeze-excite on the pooled [N, 1, 1, C] vector in float32 whatever the precision
             # (negligible work; in bfloat16 its gates cost the most agreement with float32).
             reduce=_constants((_host(se.reduce.kernel), _host(se.reduce.bias)), tf.float32),
@@ -117,6 +136,12 @@ def image_features_graph(vision_model, dtype="float32"):
     def conv(x, kernel_bias, stride=1, padding="VALID"):
         kernel, bias = kernel_bias
         return tf.nn.bias_add(tf.nn.conv2d(x, kernel, stride, padding), bias)
+
+    def depthwise(x, kernel_bias, stride, padding):
+        if grouped_depthwise:
+            return conv(x, kernel_bias, stride, padding)
+        kernel, bias = kernel_bias
+        return tf.nn.bias_add(tf.nn.depthwise_conv2d(x, kernel, [1, stride, stride, 1], padding), bias)
 
     def features(pixel_values):
         x = tf.cast(pixel_values, dtype)
@@ -129,7 +154,7 @@ def image_features_graph(vision_model, dtype="float32"):
             padding = "SAME"
             if block.stride == 2:
                 x, padding = _stride2_padding(x, block.depthwise_conv_pad, block.kernel_size)
-            x = _activate(conv(x, b["depthwise"], block.stride, padding), act)
+            x = _activate(depthwise(x, b["depthwise"], block.stride, padding), act)
             s = tf.cast(tf.reduce_mean(x, axis=(1, 2), keepdims=True), tf.float32)
             s = tf.sigmoid(conv(_activate(conv(s, b["reduce"]), act), b["excite"]))
             x = conv(x * tf.cast(s, dtype), b["project"])

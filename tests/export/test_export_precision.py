@@ -1,6 +1,7 @@
 """`align-tf export --precision`: the exported towers are the frozen inference graphs of
-in-process inference (align_tf/models/frozen.py) in the precision asked for; a bfloat16 export
-served by `align-tf serve` over gRPC gives the float32 model's zero-shot answers."""
+in-process inference (align_tf/models/frozen.py) in the precision asked for, in a form every
+TensorFlow runtime runs; float32 and bfloat16 exports served by `align-tf serve` (TensorFlow's
+own kernels, as TF Serving's standard build) over gRPC give the float32 model's answers."""
 
 import glob
 import os
@@ -60,19 +61,26 @@ def test_export_runs_the_in_process_graphs_in_the_precision_asked(demo, tmp_path
                    and n.attr["value"].tensor.tensor_shape.dim[0].size >= 16]
         assert len(weights) > 50
         assert precision in {tf.as_dtype(n.attr["dtype"].type).name for n in weights}
+        # Depthwise convs as DepthwiseConv2dNative, not oneDNN's grouped Conv2D (which
+        # TensorFlow's own fused-conv kernel refuses: TF Serving's standard build has no oneDNN).
+        # (One per block in each copy of the tower function the SavedModel stores.)
+        depthwise = sum(n.op == "DepthwiseConv2dNative" for n in nodes)
+        assert depthwise > 0 and depthwise % len(model.vision_model.blocks) == 0
         assert os.path.getsize(os.path.join(folder, "variables", "variables.data-00000-of-00001")) < 2**20
 
 
-def test_bfloat16_export_served_gives_the_float32_answers(demo, tmp_path):
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_export_served_gives_the_float32_answers(demo, tmp_path, precision):
     from align_tf.serving.client import AlignServingClient
 
     model, processor, images = demo
     base = str(tmp_path / "align")
     done = subprocess.run(align_tf_command("export", "--model", "demo", "--output", base,
-                                           "--precision", "bfloat16"),
+                                           "--precision", precision),
                           capture_output=True, text=True, timeout=600, env=checkout_env())
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "(bfloat16)" in done.stdout
+    assert f"({precision})" in done.stdout
     port = free_port()
     log = open(tmp_path / "server.log", "w")
     server = subprocess.Popen(align_tf_command("serve", "--model_name", "align", "--model_base_path",
@@ -98,5 +106,8 @@ def test_bfloat16_export_served_gives_the_float32_answers(demo, tmp_path):
     expected = np.asarray(model(pixel_values=pixels, **tokens)["logits_per_image"])
     expected = tf.nn.softmax(expected, axis=-1).numpy()
     assert list(served.argmax(1)) == list(expected.argmax(1)) == [1, 2, 0, 3]
-    np.testing.assert_allclose(served, expected, atol=0.02)
-    assert np.abs(served - expected).max() > 0  # computed in bfloat16, not float32
+    if precision == "float32":
+        np.testing.assert_allclose(served, expected, atol=1e-5)
+    else:
+        np.testing.assert_allclose(served, expected, atol=0.02)
+        assert np.abs(served - expected).max() > 0  # computed in bfloat16, not float32

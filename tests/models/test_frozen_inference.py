@@ -7,16 +7,18 @@ following every way the weights change, and in reduced precision on the trained 
 """
 
 import platform
+import subprocess
+import sys
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from align_tf.models import compiled
+from align_tf.models import compiled, frozen
 from align_tf.models.align import AlignModel
 from layer_checks import executed_kernels
-from support import pixel_batch, text_batch, tiny_align_config
+from support import checkout_env, pixel_batch, text_batch, tiny_align_config
 
 TOKEN_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -58,8 +60,8 @@ def model():
     return random_affine(m)
 
 
-def features(model, frozen, pixels, tokens):
-    model.frozen_inference = frozen
+def features(model, use_frozen, pixels, tokens):
+    model.frozen_inference = use_frozen
     try:
         return (np.asarray(model.get_image_features(pixels)),
                 np.asarray(model.get_text_features(**tokens)))
@@ -86,6 +88,7 @@ def test_frozen_graphs_run_fused_kernels():
     m.build()
     random_affine(m)
     blocks = m.vision_model.blocks
+    assert frozen.onednn_grouped_depthwise()  # oneDNN on (TensorFlow's default on x86)
     nodes = executed_kernels(compiled.compiled_image_features(m, 64, 64), tf.constant(pixel_batch(2, 64)))
     fused = [f for op, f in nodes if "FusedConv2D" in op]
     # Stem, expand, depthwise and squeeze-excite reduce convs: conv + folded BN + swish as one.
@@ -105,6 +108,36 @@ def test_frozen_graphs_run_fused_kernels():
     assert matmuls.count(("BiasAdd",)) == layers + 1  # fused QKV per layer, the projection
     assert len(matmuls) == 4 * layers + 1
     assert not [op for op, _ in nodes if op == "ReadVariableOp"]  # weights are constants
+
+
+ONEDNN_OFF = """
+import os
+import numpy as np
+from align_tf.assets import demo_model_path, example_images_path
+from align_tf.models import frozen
+from align_tf.models.align import AlignModel
+from align_tf.preprocessing.processor import AlignProcessor
+
+assert not frozen.onednn_grouped_depthwise()
+model = AlignModel.from_pretrained(demo_model_path())
+processor = AlignProcessor.from_pretrained(demo_model_path())
+folder = example_images_path()
+pixels = processor(images=[open(os.path.join(folder, f), "rb").read() for f in sorted(os.listdir(folder))])
+image = np.asarray(model.get_image_features(**pixels))
+model.frozen_inference = False
+np.testing.assert_allclose(image, np.asarray(model.get_image_features(**pixels)), atol=1e-5, rtol=1e-5)
+print("frozen == keras with oneDNN off", image.shape)
+"""
+
+
+def test_frozen_graphs_run_with_onednn_off():
+    """TF_ENABLE_ONEDNN_OPTS=0 (TensorFlow's own kernels, whose fused conv refuses grouped
+    convolutions): the image tower keeps DepthwiseConv2dNative and gives the Keras numbers."""
+    env = dict(checkout_env(), TF_ENABLE_ONEDNN_OPTS="0")
+    done = subprocess.run([sys.executable, "-c", ONEDNN_OFF], capture_output=True, text=True,
+                          timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "frozen == keras with oneDNN off (4, " in done.stdout
 
 
 def test_frozen_graphs_follow_weight_changes(model, tmp_path):
