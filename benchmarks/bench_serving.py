@@ -12,6 +12,7 @@ date and the load average (other processes on the machine slow every figure down
     python benchmarks/bench_serving.py --target localhost:8500 --model-name align --models served
     python benchmarks/bench_serving.py --models demo --encoding   # + typed fields vs tensor_content
     python benchmarks/bench_serving.py --before-rev f0530c5       # before / after / before
+    python benchmarks/bench_serving.py --server-env TF_ENABLE_ONEDNN_OPTS=1   # oneDNN kernels
 
 Classify: every export carries the classify signature `zero_shot` (`--labels` labels), and the
 server of this checkout is also measured on TF Serving's Classify API (gRPC), with one JPEG per
@@ -98,10 +99,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(base: str, log_path: str, threads: int, tensor_content: bool = False, root: str = ROOT):
+def start_server(base: str, log_path: str, threads: int, tensor_content: bool = False, root: str = ROOT,
+                 extra_env: dict | None = None):
     """`align-tf serve` from the checkout at `root` (its align_tf first on PYTHONPATH)."""
     grpc_port = free_port()
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])),
+               **(extra_env or {}))
     argv = [sys.executable, "-m", "align_tf.cli", "serve", "--model_name", "align",
             "--model_base_path", base, "--port", str(grpc_port), "--grpc_max_threads", str(threads)]
     if tensor_content:
@@ -308,7 +311,8 @@ def run_model(kind: str, args, phases, jpeg: bytes, results: dict) -> None:
                     target = args.target
                 else:
                     process, target = start_server(base, os.path.join(workdir, f"server-{phase}.log"),
-                                                   max(args.concurrency) * 2, args.tensor_content, root)
+                                                   max(args.concurrency) * 2, args.tensor_content, root,
+                                                   dict(e.split("=", 1) for e in args.server_env))
                 client = AlignServingClient(target, args.model_name, timeout=300)
                 client.wait_until_available(timeout=600)
                 for _ in range(args.warmup):
@@ -364,6 +368,9 @@ def main(argv=None) -> int:
                         help="labels of the exported zero_shot classify signature (default: %(default)s)")
     parser.add_argument("--classify-images", type=int, nargs="+", default=[1, 16],
                         help="images per Classify request (default: %(default)s)")
+    parser.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE",
+                        help="environment of every server started (before and after), e.g. "
+                             "TF_ENABLE_ONEDNN_OPTS=1; repeatable")
     parser.add_argument("--before", default=None,
                         help="checkout of the code before a change: its server measured before and after ours")
     parser.add_argument("--before-rev", default=None,
@@ -374,7 +381,7 @@ def main(argv=None) -> int:
     results = {"machine": machine_info(), "load_average_start": load_average(),
                "server": "real server at " + args.target if args.target else
                "align-tf serve (the local stand-in, Python gRPC, CPU)",
-               "note": args.note, "jpeg_bytes": len(jpeg), "text": SHORT_TEXT,
+               "note": args.note, "server_env": args.server_env, "jpeg_bytes": len(jpeg), "text": SHORT_TEXT,
                "grpc_outputs": "tensor_content" if args.tensor_content else "typed fields", "runs": []}
     if args.encoding:
         results["encoding"] = encoding_costs(args.encoding_repeats)
