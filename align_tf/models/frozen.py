@@ -29,6 +29,7 @@ TensorFlow backend only; training never comes here.
 from __future__ import annotations
 
 import math
+import platform
 
 import numpy as np
 import tensorflow as tf
@@ -74,9 +75,12 @@ def _activate(y, name: str):
 # -- image tower ------------------------------------------------------------------------------
 def onednn_grouped_depthwise() -> bool:
     """Whether this process's inference graphs may run depthwise convs as grouped Conv2D: only
-    on CPU with oneDNN on (TF_ENABLE_ONEDNN_OPTS). oneDNN fuses grouped Conv2D + bias + swish,
-    where it fuses DepthwiseConv2dNative with ReLU-like activations only; TensorFlow's own
-    fused-conv kernel (oneDNN off) refuses grouped convolutions, and GPUs are not measured."""
+    on an x86 CPU with oneDNN on (TF_ENABLE_ONEDNN_OPTS). oneDNN fuses grouped Conv2D + bias +
+    swish, where it fuses DepthwiseConv2dNative with ReLU-like activations only; TensorFlow's
+    own fused-conv kernel (oneDNN off) refuses grouped convolutions, and neither GPUs nor ARM's
+    oneDNN build are measured."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
     try:
         from tensorflow.python.util import _pywrap_util_port
         onednn = bool(_pywrap_util_port.IsMklEnabled())
